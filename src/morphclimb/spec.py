@@ -1,0 +1,416 @@
+"""Architecture specs: an immutable, validated, JSON-serialisable DAG of layers (no torch import)."""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from .errors import ArchError
+
+FORMAT = "morphclimb.arch/1"
+
+# op -> (fields it requires, fields it may have, (min inputs, max inputs or None))
+OPS: dict[str, tuple[frozenset, frozenset, tuple[int, int | None]]] = {
+    "input": (frozenset({"channels", "size"}), frozenset(), (0, 0)),
+    "conv": (frozenset({"channels", "kernel"}), frozenset({"bias"}), (1, 1)),
+    "bn": (frozenset(), frozenset(), (1, 1)),
+    "relu": (frozenset(), frozenset(), (1, 1)),
+    "maxpool": (frozenset({"kernel"}), frozenset(), (1, 1)),
+    "add": (frozenset(), frozenset(), (2, None)),
+    "concat": (frozenset(), frozenset(), (2, None)),
+    "gap": (frozenset(), frozenset(), (1, 1)),
+    "linear": (frozenset({"channels"}), frozenset({"bias"}), (1, 1)),
+}
+_ATTRS = ("channels", "kernel", "size", "bias")
+_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+Shape = tuple  # (C, H, W) for feature maps, (C,) for vectors
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer: a stable id, an op, the ids it reads, and the op's attributes."""
+
+    id: str
+    op: str
+    inputs: tuple[str, ...] = ()
+    channels: int | None = None
+    kernel: int | None = None
+    size: tuple[int, int] | None = None
+    bias: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This node as a JSON-ready dict (attributes that are unset are left out)."""
+        d: dict[str, Any] = {"id": self.id, "op": self.op, "inputs": list(self.inputs)}
+        for name in _ATTRS:
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = list(value) if name == "size" else value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Node:
+        """The node described by `d` (as written by `to_dict`)."""
+        if not isinstance(d, dict):
+            raise ArchError(f"a node must be a JSON object, got {type(d).__name__}: {d!r}")
+        unknown = set(d) - {"id", "op", "inputs", *_ATTRS}
+        name = d.get("id", "?")
+        if unknown:
+            raise ArchError(f"node '{name}': unknown field(s) {sorted(unknown)}; "
+                            f"known fields are id, op, inputs, {', '.join(_ATTRS)}")
+        if "id" not in d or "op" not in d:
+            raise ArchError(f"node {d!r}: every node needs an 'id' and an 'op'")
+        inputs = d.get("inputs", [])
+        if not isinstance(inputs, (list, tuple)) or not all(isinstance(i, str) for i in inputs):
+            raise ArchError(f"node '{name}': 'inputs' must be a list of node ids, got {inputs!r}")
+        size = d.get("size")
+        if size is not None:
+            if not isinstance(size, (list, tuple)) or len(size) != 2:
+                raise ArchError(f"node '{name}': 'size' must be [height, width], got {size!r}")
+            size = tuple(size)
+        return cls(id=d["id"], op=d["op"], inputs=tuple(inputs), channels=d.get("channels"),
+                   kernel=d.get("kernel"), size=size, bias=d.get("bias"))
+
+    def describe(self) -> str:
+        """A short human-readable description, e.g. 'conv 3x3, 64'."""
+        if self.op == "conv":
+            return f"conv {self.kernel}x{self.kernel}, {self.channels}"
+        if self.op == "maxpool":
+            return f"maxpool {self.kernel}x{self.kernel}"
+        if self.op == "linear":
+            return f"linear {self.channels}"
+        if self.op == "input":
+            return f"input {self.channels}x{self.size[0]}x{self.size[1]}"
+        return self.op
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An immutable CNN architecture: nodes (kept in topological order) and the output node's id."""
+
+    nodes: tuple[Node, ...]
+    output: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        ordered = _validate(self.nodes, self.output)
+        object.__setattr__(self, "nodes", ordered)
+
+    # ----------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `Arch.from_dict(a.to_dict()) == a` exactly."""
+        return {"format": FORMAT, "nodes": [n.to_dict() for n in self.nodes], "output": self.output}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Arch:
+        """The architecture described by `d`; raises ArchError naming the problem."""
+        if not isinstance(d, dict):
+            raise ArchError(f"an architecture must be a JSON object, got {type(d).__name__}")
+        fmt = d.get("format", FORMAT)
+        if fmt != FORMAT:
+            raise ArchError(f"unknown architecture format {fmt!r}; this version reads {FORMAT!r}")
+        unknown = set(d) - {"format", "nodes", "output"}
+        if unknown:
+            raise ArchError(f"unknown architecture field(s) {sorted(unknown)}; "
+                            "known fields are format, nodes, output")
+        if not isinstance(d.get("nodes"), list) or "output" not in d:
+            raise ArchError("an architecture needs a 'nodes' list and an 'output' node id")
+        return cls(tuple(Node.from_dict(n) for n in d["nodes"]), d["output"])
+
+    # ----------------------------------------------------------------- derived views
+    @cached_property
+    def by_id(self) -> dict[str, Node]:
+        """Node id -> node."""
+        return {n.id: n for n in self.nodes}
+
+    @cached_property
+    def shapes(self) -> dict[str, Shape]:
+        """Node id -> output shape without the batch dimension."""
+        return _infer_shapes(self.nodes)
+
+    @cached_property
+    def consumers(self) -> dict[str, tuple[str, ...]]:
+        """Node id -> ids of the nodes that read it, in topological order."""
+        out: dict[str, list[str]] = {n.id: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in dict.fromkeys(n.inputs):
+                out[i].append(n.id)
+        return {k: tuple(v) for k, v in out.items()}
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Node id -> index in the topological order."""
+        return {n.id: k for k, n in enumerate(self.nodes)}
+
+    @property
+    def input(self) -> Node:
+        """The input node."""
+        return self.nodes[0]
+
+    def __getitem__(self, node_id: str) -> Node:
+        return self.by_id[node_id]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def channels(self, node_id: str) -> int:
+        """Number of channels (or features) of the node's output."""
+        return self.shapes[node_id][0]
+
+    def node_params(self, node_id: str) -> int:
+        """Number of trainable parameters of one node."""
+        n = self.by_id[node_id]
+        if n.op in ("conv", "linear"):
+            cin = self.channels(n.inputs[0])
+            k = n.kernel if n.op == "conv" else 1
+            return cin * n.channels * k * k + (n.channels if _bias(n) else 0)
+        if n.op == "bn":
+            return 2 * self.channels(n.id)
+        if n.op == "add":
+            return len(n.inputs)
+        return 0
+
+    @cached_property
+    def num_params(self) -> int:
+        """Total number of trainable parameters."""
+        return sum(self.node_params(n.id) for n in self.nodes)
+
+    def count(self, op: str) -> int:
+        """Number of nodes with this op."""
+        return sum(1 for n in self.nodes if n.op == op)
+
+    def next_id(self, prefix: str, taken: set[str] | frozenset = frozenset()) -> str:
+        """A fresh node id `prefix<k>`, with k one more than any number used in this arch."""
+        k = 0
+        for n in self.nodes:
+            m = re.search(r"(\d+)$", n.id)
+            if m:
+                k = max(k, int(m.group(1)) + 1)
+        while f"{prefix}{k}" in self.by_id or f"{prefix}{k}" in taken:
+            k += 1
+        return f"{prefix}{k}"
+
+    def replace(self, nodes: tuple[Node, ...] | list[Node], output: str | None = None) -> Arch:
+        """A new validated Arch with these nodes."""
+        return Arch(tuple(nodes), self.output if output is None else output)
+
+    def summary(self) -> str:
+        """A readable table: layer, op, inputs, output shape and parameters, with totals."""
+        return format_table(self.nodes, self.shapes, self.node_params) + (
+            f"\n{len(self.nodes)} nodes, {self.count('conv')} conv, "
+            f"{self.num_params:,} parameters")
+
+    def __repr__(self) -> str:
+        return (f"Arch({len(self.nodes)} nodes, {self.count('conv')} conv, "
+                f"{self.num_params:,} params, output={self.output!r})")
+
+
+def _bias(n: Node) -> bool:
+    if n.bias is not None:
+        return n.bias
+    return n.op == "linear"
+
+
+def has_bias(n: Node) -> bool:
+    """Whether a conv/linear node has a bias (conv default: no, linear default: yes)."""
+    return _bias(n)
+
+
+def format_table(nodes, shapes: dict, params=None) -> str:
+    """The nodes as a fixed-width table (shapes that could not be inferred show as '?')."""
+    rows = [("layer", "op", "inputs", "output", "params")]
+    for n in nodes:
+        shape = shapes.get(n.id)
+        shape_s = "x".join(str(s) for s in shape) if shape else "?"
+        p = ""
+        if params is not None and shape is not None:
+            try:
+                p = f"{params(n.id):,}"
+            except (KeyError, TypeError):
+                p = "?"
+        rows.append((n.id, n.describe() if _describable(n) else n.op, ",".join(n.inputs) or "-",
+                     shape_s, p))
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+    lines = ["  ".join(r[c].ljust(widths[c]) for c in range(5)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _describable(n: Node) -> bool:
+    try:
+        n.describe()
+        return True
+    except (TypeError, IndexError):
+        return False
+
+
+# --------------------------------------------------------------------------- validation
+def _fail(node: Node | str, problem: str, nodes, shapes=None) -> ArchError:
+    name = node.id if isinstance(node, Node) else node
+    op = f" ({node.op})" if isinstance(node, Node) else ""
+    table = format_table(nodes, shapes or {})
+    return ArchError(f"node '{name}'{op}: {problem}\n\n{table}")
+
+
+def _validate(nodes: tuple[Node, ...], output: str) -> tuple[Node, ...]:
+    if not nodes:
+        raise ArchError("an architecture needs at least one node (an 'input')")
+    seen: dict[str, Node] = {}
+    for n in nodes:
+        if not isinstance(n, Node):
+            raise ArchError(f"expected Node objects, got {type(n).__name__}: {n!r}")
+        if not isinstance(n.id, str) or not _ID_RE.match(n.id):
+            raise _fail(str(n.id), "ids must be identifiers (letters, digits, '_', not "
+                        "starting with a digit)", nodes)
+        if n.id in seen:
+            raise _fail(n, "duplicate id; every node needs its own id", nodes)
+        seen[n.id] = n
+        _check_attrs(n, nodes)
+    for n in nodes:
+        for i in n.inputs:
+            if i not in seen:
+                raise _fail(n, f"dangling input '{i}': no node has that id", nodes)
+            if i == n.id:
+                raise _fail(n, "reads its own output (a cycle)", nodes)
+    inputs = [n for n in nodes if n.op == "input"]
+    if len(inputs) != 1:
+        raise ArchError(f"an architecture needs exactly one 'input' node, found "
+                        f"{len(inputs)}\n\n{format_table(nodes, {})}")
+    ordered = _toposort(nodes)
+    if output not in seen:
+        raise ArchError(f"output '{output}' is not a node id\n\n{format_table(ordered, {})}")
+    if ordered[0].op != "input":  # a node without inputs other than 'input' is caught above
+        raise _fail(ordered[0], "only the input node may have no inputs", ordered)
+    shapes = _infer_shapes(ordered, strict=True)
+    out_node = seen[output]
+    if out_node.op != "linear":
+        raise _fail(out_node, "the output node must be a 'linear' layer (the class scores)",
+                    ordered, shapes)
+    _check_reaches_output(ordered, output, shapes)
+    return ordered
+
+
+def _check_attrs(n: Node, nodes) -> None:
+    if n.op not in OPS:
+        raise _fail(n, f"unknown op '{n.op}'; known ops are {', '.join(OPS)}", nodes)
+    required, optional, (lo, hi) = OPS[n.op]
+    for name in _ATTRS:
+        value = getattr(n, name)
+        if name in required and value is None:
+            raise _fail(n, f"'{n.op}' needs the field '{name}'", nodes)
+        if value is not None and name not in required | optional:
+            raise _fail(n, f"'{n.op}' takes no field '{name}'", nodes)
+    if not isinstance(n.inputs, tuple):
+        raise _fail(n, "inputs must be a tuple of node ids", nodes)
+    if len(n.inputs) < lo or (hi is not None and len(n.inputs) > hi):
+        want = f"exactly {lo}" if lo == hi else f"at least {lo}"
+        raise _fail(n, f"'{n.op}' takes {want} input(s), got {len(n.inputs)}", nodes)
+    if n.channels is not None and (not _is_int(n.channels) or n.channels < 1):
+        raise _fail(n, f"channels must be a positive integer, got {n.channels!r}", nodes)
+    if n.kernel is not None and (not _is_int(n.kernel) or n.kernel < 1):
+        raise _fail(n, f"kernel must be a positive integer, got {n.kernel!r}", nodes)
+    if n.op == "conv" and n.kernel % 2 == 0:
+        raise _fail(n, f"conv kernels must be odd ('same' padding), got {n.kernel}", nodes)
+    if n.bias is not None and not isinstance(n.bias, bool):
+        raise _fail(n, f"bias must be true or false, got {n.bias!r}", nodes)
+    if n.size is not None and (len(n.size) != 2 or not all(_is_int(s) and s > 0 for s in n.size)):
+        raise _fail(n, f"size must be two positive integers, got {n.size!r}", nodes)
+
+
+def _toposort(nodes: tuple[Node, ...]) -> tuple[Node, ...]:
+    index = {n.id: k for k, n in enumerate(nodes)}
+    indegree = {n.id: len(set(n.inputs)) for n in nodes}
+    readers: dict[str, list[str]] = {n.id: [] for n in nodes}
+    for n in nodes:
+        for i in set(n.inputs):
+            readers[i].append(n.id)
+    heap = [index[k] for k, d in indegree.items() if d == 0]
+    heapq.heapify(heap)
+    out: list[Node] = []
+    while heap:
+        n = nodes[heapq.heappop(heap)]
+        out.append(n)
+        for r in readers[n.id]:
+            indegree[r] -= 1
+            if indegree[r] == 0:
+                heapq.heappush(heap, index[r])
+    if len(out) != len(nodes):
+        stuck = [n.id for n in nodes if indegree[n.id] > 0]
+        raise _fail(stuck[0], f"is part of a cycle (nodes {', '.join(stuck)} depend on each "
+                    "other); an architecture must be acyclic", nodes)
+    return tuple(out)
+
+
+def _infer_shapes(nodes, strict: bool = False) -> dict[str, Shape]:
+    shapes: dict[str, Shape] = {}
+    for n in nodes:
+        ins = [shapes[i] for i in n.inputs]
+        shapes[n.id] = _shape_of(n, ins, nodes, shapes)
+    return shapes
+
+
+def _shape_of(n: Node, ins: list[Shape], nodes, shapes) -> Shape:
+    def need_map(s: Shape) -> None:
+        if len(s) != 3:
+            raise _fail(n, f"'{n.op}' needs a feature map (C, H, W) input, got shape {s}",
+                        nodes, shapes)
+
+    if n.op == "input":
+        return (n.channels, *n.size)
+    if n.op in ("conv", "bn", "maxpool", "gap"):
+        need_map(ins[0])
+    if n.op == "conv":
+        return (n.channels, *ins[0][1:])
+    if n.op in ("bn", "relu"):
+        return ins[0]
+    if n.op == "maxpool":
+        c, h, w = ins[0]
+        if h // n.kernel < 1 or w // n.kernel < 1:
+            raise _fail(n, f"a {n.kernel}x{n.kernel} max-pool of a {h}x{w} map leaves nothing",
+                        nodes, shapes)
+        return (c, h // n.kernel, w // n.kernel)
+    if n.op == "add":
+        if any(s != ins[0] for s in ins):
+            detail = ", ".join(f"{i}: {'x'.join(map(str, s))}" for i, s in zip(n.inputs, ins))
+            raise _fail(n, f"add needs inputs of one shape (channels and size), got {detail}",
+                        nodes, shapes)
+        return ins[0]
+    if n.op == "concat":
+        for s in ins:
+            need_map(s)
+        if any(s[1:] != ins[0][1:] for s in ins):
+            detail = ", ".join(f"{i}: {'x'.join(map(str, s))}" for i, s in zip(n.inputs, ins))
+            raise _fail(n, f"concat needs inputs of one spatial size, got {detail}",
+                        nodes, shapes)
+        return (sum(s[0] for s in ins), *ins[0][1:])
+    if n.op == "gap":
+        return (ins[0][0],)
+    if n.op == "linear":
+        if len(ins[0]) != 1:
+            raise _fail(n, f"linear needs a vector input (put a 'gap' before it), got shape "
+                        f"{ins[0]}", nodes, shapes)
+        return (n.channels,)
+    raise AssertionError(n.op)
+
+
+def _check_reaches_output(nodes, output: str, shapes) -> None:
+    live = {output}
+    for n in reversed(nodes):
+        if n.id in live:
+            live.update(n.inputs)
+    for n in nodes:
+        if n.id not in live:
+            raise _fail(n, f"does not contribute to the output '{output}'; remove it or "
+                        "connect it", nodes, shapes)
+
+
+def with_node(node: Node, **changes: Any) -> Node:
+    """A copy of `node` with some fields changed."""
+    return dataclasses.replace(node, **changes)
