@@ -1,0 +1,178 @@
+"""The `morphclimb` command (the only module, with cli_progress, that prints)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import MorphclimbError, TrainingError
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    from .config import PRESET_HELP
+    presets = "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
+    p.add_argument("--preset", default="demo", help=f"named settings (default demo). {presets}")
+    p.add_argument("--dataset", help="mini-cifar10 (bundled, default), cifar10, cifar100, a "
+                   "folder tree (train/<class>/*, test/<class>/*) or an .npz file")
+    p.add_argument("--data-root", help="where cifar10/cifar100 files live or are downloaded")
+    p.add_argument("--config", help="JSON file of config keys (applied after the preset)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set n_steps=3 (repeatable)")
+    p.add_argument("--seed", type=int, help="run seed (default 0)")
+    p.add_argument("--out", help="run directory (default runs/<dataset>-<time>-s<seed>)")
+    _exec_args(p)
+
+
+def _exec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--executor", choices=["serial", "local", "ray"],
+                   help="where children train: serial (default), local worker processes, ray")
+    p.add_argument("--workers", type=int, help="parallel workers for local/ray executors")
+    p.add_argument("--ray-address", help="address of an existing Ray cluster (default: local)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the final result")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the `morphclimb` command."""
+    ap = argparse.ArgumentParser(prog="morphclimb", description="Neural architecture search "
+                                 "by hill climbing with network morphisms (NASH).")
+    ap.add_argument("--version", action="version", version=f"morphclimb {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _search_args(sub.add_parser("search", help="run a search (no options: the demo on the "
+                                "bundled mini CIFAR-10)"))
+    p = sub.add_parser("resume", help="continue a killed search from its run directory")
+    p.add_argument("run_dir")
+    _exec_args(p)
+    p = sub.add_parser("retrain", help="retrain the found architecture from scratch (Table 2)")
+    p.add_argument("run_dir")
+    _exec_args(p)
+    p = sub.add_parser("ensemble", help="snapshot ensemble of one run, or across several runs")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", help="write the ensemble result as JSON to this file")
+    _exec_args(p)
+    p = sub.add_parser("evaluate", help="evaluate a run's model on its test or validation set")
+    p.add_argument("run_dir")
+    p.add_argument("--model", default="final", help="model id in the run (default final)")
+    p.add_argument("--part", default="test", choices=["test", "val", "train"])
+    p.add_argument("--device")
+    p = sub.add_parser("show", help="a run's summary and final architecture")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print results.json instead")
+    try:
+        from .report_cli import add_commands
+        add_commands(sub)
+    except ImportError:
+        pass
+    return ap
+
+
+def _exec_overrides(args) -> dict:
+    keys = {"device": "device", "executor": "executor", "workers": "workers",
+            "ray_address": "ray_address"}
+    return {k: getattr(args, a) for a, k in keys.items() if getattr(args, a, None) is not None}
+
+
+def cmd_search(args) -> int:
+    from .cli_progress import Progress
+    from .config import resolve
+    from .search import hill_climb
+    overrides = _exec_overrides(args)
+    for key, attr in (("dataset", "dataset"), ("data_root", "data_root"), ("seed", "seed")):
+        if getattr(args, attr) is not None:
+            overrides[key] = getattr(args, attr)
+    cfg = resolve(args.preset, args.config, overrides, args.set)
+    prog = Progress(args.quiet)
+    res = hill_climb(cfg, args.out, callback=prog.event, on_epoch=prog.epoch)
+    _print_result(res.results)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .cli_progress import Progress
+    from .search import resume
+    prog = Progress(args.quiet)
+    res = resume(args.run_dir, callback=prog.event, on_epoch=prog.epoch,
+                 **_exec_overrides(args))
+    _print_result(res.results)
+    return 0
+
+
+def _print_result(r: dict) -> None:
+    f = r["final"]
+    print(f"final: test error {f['test_error']:.2f}% ({100 - f['test_error']:.2f}% accuracy), "
+          f"{f['params']:,} parameters, {f['convs']} conv layers; run directory {r['run_dir']}")
+    for key, label in (("baseline", "starting network, same epochs"),
+                       ("retrain", "found architecture retrained from scratch")):
+        if key in r:
+            print(f"{label}: test error {r[key]['test_error']:.2f}%")
+    if "snapshot_ensemble" in r:
+        e = r["snapshot_ensemble"]
+        print(f"snapshot ensemble ({len(e['members'])} models): test error "
+              f"{e['test_error']:.2f}%, {e['params']:,} parameters")
+
+
+def cmd_extra(args, what: str) -> int:
+    from .cli_progress import Progress
+    from .extras_cli import run_extra
+    prog = Progress(args.quiet)
+    r = run_extra(args.run_dir, what, _exec_overrides(args), prog)
+    _print_result(r)
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    if len(args.run_dirs) == 1:
+        return cmd_extra(argparse.Namespace(**{**vars(args), "run_dir": args.run_dirs[0]}),
+                         "ensemble")
+    from .device import resolve_device
+    from .ensemble import ensemble_across_runs
+    res = ensemble_across_runs(args.run_dirs, resolve_device(args.device))
+    print(f"ensemble across {len(args.run_dirs)} runs: test error {res['test_error']:.2f}%, "
+          f"{res['params']:,} parameters")
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .extras_cli import evaluate_run
+    r = evaluate_run(args.run_dir, args.model, args.part, args.device)
+    print(f"{args.model} on {args.part} ({r['n']} images): accuracy {100 * r['accuracy']:.2f}%, "
+          f"error {100 * (1 - r['accuracy']):.2f}%, loss {r['loss']:.4f}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .extras_cli import show_run
+    print(show_run(args.run_dir, as_json=args.json))
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "resume": cmd_resume, "ensemble": cmd_ensemble,
+            "evaluate": cmd_evaluate, "show": cmd_show,
+            "retrain": lambda a: cmd_extra(a, "retrain")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, run, map user errors to a one-line message and exit status 2."""
+    args = parser().parse_args(argv)
+    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    try:
+        return handler(args)
+    except TrainingError as e:
+        print(f"morphclimb: training failed: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except MorphclimbError as e:
+        print(f"morphclimb: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("morphclimb: interrupted; continue with `morphclimb resume RUN_DIR`",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

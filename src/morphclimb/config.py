@@ -1,0 +1,220 @@
+"""Search configuration: a frozen dataclass, named presets, file and key=value overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Every knob of a NASH run (Algorithm 1's parameters, data, training and execution)."""
+
+    # data
+    dataset: str = "mini-cifar10"
+    data_root: str | None = None
+    val: float | None = None          # validation size: count (>=1) or fraction; None = default
+    split_seed: int = 0               # seed of the train/validation split (fixed across runs)
+    # Algorithm 1
+    n_steps: int = 5
+    n_neigh: int = 8
+    n_nm: int = 5
+    epoch_pretrain: int = 20
+    epoch_neigh: int = 17
+    epoch_final: int = 100
+    lr_start: float = 0.05
+    lr_end: float = 0.0
+    sgdr_climb: bool = True           # False: the paper's "no SGDR" ablation (constant lr_start)
+    # starting network
+    widths: tuple[int, int, int] = (32, 64, 128)
+    # extras around the search
+    snapshot_ensemble: bool = False   # train each step's best on train+val and ensemble them
+    retrain: bool = False             # retrain the found architecture from scratch (Table 2)
+    baseline: bool = False            # train model_0 for the same total epochs, for comparison
+    # training
+    batch_size: int = 128
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    augment: bool = True
+    probe_size: int = 256             # images whose statistics initialise new BatchNorms
+    bf16: bool | None = None          # None: automatic per device
+    channels_last: bool | None = None
+    threads: int | None = None
+    eval_batch_size: int = 1000
+    # execution
+    seed: int = 0
+    device: str = "auto"
+    executor: str = "serial"
+    workers: int | None = None
+    ray_address: str | None = None
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
+        """A config from a dict such as `to_dict()` wrote (unknown keys rejected)."""
+        return cls(**{k: _coerce(k, v) for k, v in _known(d).items()})
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs the returned model received in total (pretrain + steps + final)."""
+        return self.epoch_pretrain + self.n_steps * self.epoch_neigh + self.epoch_final
+
+
+FIELDS = {f.name: f for f in fields(SearchConfig)}
+
+PAPER = dict(n_steps=5, n_neigh=8, n_nm=5, epoch_pretrain=20, epoch_neigh=17, epoch_final=100,
+             lr_start=0.05, lr_end=0.0, dataset="cifar10")
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": dict(dataset="mini-cifar10", n_steps=3, n_neigh=4, n_nm=2, epoch_pretrain=4,
+                 epoch_neigh=3, epoch_final=6, widths=(16, 32, 64), baseline=True),
+    "table1-nash": dict(PAPER),
+    "table1-nosgdr": dict(PAPER, sgdr_climb=False),
+    "table1-random": dict(PAPER, n_neigh=1),
+    "table3-c10-s5": dict(PAPER, snapshot_ensemble=True),
+    "table3-c10-s8": dict(PAPER, n_steps=8, snapshot_ensemble=True),
+    "table4-c100-s8": dict(PAPER, n_steps=8, dataset="cifar100", snapshot_ensemble=True),
+}
+PRESET_HELP = {
+    "demo": "small search on the bundled mini CIFAR-10 (a few minutes on 2 CPU cores)",
+    "table1-nash": "paper Table 1: n_steps 5, n_neigh 8, n_NM 5, 17 epochs/child, 100 final",
+    "table1-nosgdr": "paper Table 1: as table1-nash but constant lr during the climb",
+    "table1-random": "paper Table 1: random networks (n_neigh 1)",
+    "table3-c10-s5": "paper Table 3: CIFAR-10, n_steps 5, with snapshot ensemble",
+    "table3-c10-s8": "paper Table 3: CIFAR-10, n_steps 8, with snapshot ensemble",
+    "table4-c100-s8": "paper Table 4: CIFAR-100, n_steps 8, with snapshot ensemble",
+}
+EXECUTORS = ("serial", "local", "ray")
+
+
+def _known(d: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(d) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: "
+                          f"{', '.join(FIELDS)}")
+    return d
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check (and gently convert) one value against the field's declared type."""
+    ftype = FIELDS[key].type
+    ftype = eval(ftype, {"tuple": tuple}) if isinstance(ftype, str) else ftype  # noqa: S307
+    allowed = get_args(ftype) if get_origin(ftype) is not tuple and get_args(ftype) else (ftype,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{key}: may not be null")
+    for t in allowed:
+        if t is type(None):
+            continue
+        if get_origin(t) is tuple or t is tuple:
+            if isinstance(value, (list, tuple)) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return tuple(value)
+            continue
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is str and isinstance(value, str):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ConfigError(f"{key}: expected {names}, got {value!r}")
+
+
+def check(c: SearchConfig) -> None:
+    """Raise ConfigError for any value out of range (messages name the key)."""
+    for f in fields(c):
+        _coerce(f.name, getattr(c, f.name))
+    for key in ("n_steps", "n_nm", "epoch_pretrain", "epoch_neigh", "epoch_final", "probe_size"):
+        if getattr(c, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(c, key)}")
+    for key in ("n_neigh", "batch_size", "eval_batch_size"):
+        if getattr(c, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(c, key)}")
+    if c.lr_start <= 0 or c.lr_end < 0:
+        raise ConfigError(f"learning rates must be positive: lr_start={c.lr_start}, "
+                          f"lr_end={c.lr_end}")
+    if c.lr_end > c.lr_start:
+        raise ConfigError(f"lr_end ({c.lr_end}) must not exceed lr_start ({c.lr_start}): "
+                          "SGDR anneals downwards")
+    if not 0 <= c.momentum < 1 or c.weight_decay < 0:
+        raise ConfigError(f"momentum must be in [0, 1) and weight_decay >= 0, got "
+                          f"{c.momentum}, {c.weight_decay}")
+    if c.val is not None and c.val <= 0:
+        raise ConfigError(f"val must be a count >= 1 or a fraction in (0, 1), got {c.val}")
+    if c.executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {c.executor!r}")
+    if c.workers is not None and c.workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {c.workers}")
+    if len(c.widths) != 3 or min(c.widths) < 1:
+        raise ConfigError(f"widths must be three positive integers, got {list(c.widths)}")
+    if c.n_steps > 0 and c.n_neigh > 1 and c.n_nm < 1:
+        raise ConfigError("n_nm must be >= 1 when children are made (n_neigh > 1)")
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse the value of a `--set key=value` override (JSON, else a bare string)."""
+    if key not in FIELDS:
+        _known({key: None})
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if isinstance(value, str) and text.lower() in ("true", "false", "none", "null"):
+        value = {"true": True, "false": False}.get(text.lower())
+    return _coerce(key, value)
+
+
+def resolve(preset: str | None = "demo", file: str | Path | None = None,
+            overrides: dict[str, Any] | None = None, sets: list[str] | None = None
+            ) -> SearchConfig:
+    """Preset, then config file (JSON), then keyword overrides, then `key=value` strings."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    if file is not None:
+        values.update(_known(load_file(file)))
+    values.update(_known(dict(overrides or {})))
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set needs key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        values[key.strip()] = parse_value(key.strip(), text.strip())
+    return SearchConfig.from_dict(values)
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config file into a dict (errors name the file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"config file {p} is not valid JSON: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {p} must hold a JSON object of key: value")
+    return d

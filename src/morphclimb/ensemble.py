@@ -1,0 +1,78 @@
+"""Snapshot ensembles (each step's best, trained on train+val) and ensembles across runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .build import build
+from .errors import RunDirError
+from .journal import RunDir
+
+
+def ensemble_proba(models: list[torch.nn.Module], x: np.ndarray, mean, std,
+                   device=None) -> np.ndarray:
+    """Uniform average of the members' softmax outputs on uint8 images (N, H, W, C)."""
+    from .train import predict_proba
+    probs = [predict_proba(m, x, mean=mean, std=std, device=device) for m in models]
+    return np.mean(probs, axis=0)
+
+
+def _evaluate_members(run: RunDir, member_ids: list[str], data, mean, std, device) -> dict:
+    models, params = [], 0
+    for mid in member_ids:
+        arch, w = run.load_model(mid)
+        models.append(build(arch, w).eval())
+        params += arch.num_params
+    p = ensemble_proba(models, data.x, mean, std, device)
+    acc = float((p.argmax(1) == data.y).mean())
+    nll = float(-np.log(np.clip(p[np.arange(len(data.y)), data.y], 1e-12, None)).mean())
+    return {"members": member_ids, "test_accuracy": acc, "test_loss": nll, "params": params}
+
+
+def run_snapshot_ensemble(climber) -> dict:
+    """Train each earlier step's best on train + validation, then ensemble them with the final."""
+    done = climber.run.records("ensemble_evaluated")
+    if done:
+        return done[-1]
+    c = climber.c
+    members = []
+    for i in range(1, c.n_steps):
+        best = climber.trained[climber.decided[i]["best"]]
+        arch, w = climber.run.load_model(best["model"])
+        rec = climber.train_one(f"snap{i:02d}", arch, w, c.epoch_final, part="train_full",
+                                eval_part="test", role="snapshot", step=i,
+                                parent=best["model"], lineage=best.get("lineage", 0))
+        members.append(rec["model"])
+    members.append("final")
+    from .device import resolve_device
+    res = _evaluate_members(climber.run, members, climber.split.test, climber.split.mean,
+                            climber.split.std, resolve_device(c.device))
+    return climber.log({"event": "ensemble_evaluated", "kind": "snapshot", **res})
+
+
+def ensemble_across_runs(run_dirs: list[str | Path], device=None) -> dict:
+    """Ensemble the final models of several finished runs on the same dataset's test set."""
+    from .config import SearchConfig
+    from .search import load_split
+    runs = [RunDir.open(p) for p in run_dirs]
+    cfgs = [SearchConfig.from_dict(r.config()) for r in runs]
+    keys = {(c.dataset, c.data_root) for c in cfgs}
+    if len(keys) > 1:
+        raise RunDirError(f"runs use different datasets {sorted(map(str, keys))}; an ensemble "
+                          "needs one test set")
+    for r in runs:
+        if not r.records("run_finished"):
+            raise RunDirError(f"{r.path} has not finished; resume it first")
+    _, split = load_split(cfgs[0])
+    models, params = [], 0
+    for r in runs:
+        arch, w = r.load_model("final")
+        models.append(build(arch, w).eval())
+        params += arch.num_params
+    p = ensemble_proba(models, split.test.x, split.mean, split.std, device)
+    acc = float((p.argmax(1) == split.test.y).mean())
+    return {"kind": "across_runs", "runs": [str(r.path) for r in runs], "test_accuracy": acc,
+            "test_error": 100 * (1 - acc), "params": params}

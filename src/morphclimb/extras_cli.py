@@ -1,0 +1,86 @@
+"""What the `retrain`, `ensemble`, `evaluate` and `show` commands do, as plain functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .build import build
+from .errors import RunDirError
+from .journal import RunDir
+from .results import collect_results
+
+
+def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None) -> dict:
+    """Retrain from scratch ('retrain') or build the snapshot ensemble ('ensemble') of a run."""
+    from .search import attach
+    run = RunDir.open(run_dir)
+    if not run.records("run_finished"):
+        raise RunDirError(f"{run_dir} has not finished; `morphclimb resume {run_dir}` first")
+    cb = progress.event if progress else None
+    ep = progress.epoch if progress else None
+    with attach(run_dir, overrides, cb, ep) as climber:
+        if what == "retrain":
+            from .extras import run_retrain
+            run_retrain(climber)
+        else:
+            from .ensemble import run_snapshot_ensemble
+            run_snapshot_ensemble(climber)
+    return collect_results(run)
+
+
+def evaluate_run(run_dir: str | Path, model_id: str = "final", part: str = "test",
+                 device=None) -> dict:
+    """Accuracy and loss of one of a run's models on its train, val or test images."""
+    from .config import SearchConfig
+    from .device import resolve_device
+    from .search import load_split
+    from .train import evaluate
+    run = RunDir.open(run_dir)
+    if not run.model_dir(model_id).is_dir():
+        known = sorted(p.name for p in (run.path / "models").glob("*"))
+        raise RunDirError(f"{run_dir} has no model {model_id!r}; it has {', '.join(known)}")
+    cfg = SearchConfig.from_dict(run.config())
+    _, split = load_split(cfg)
+    arch, w = run.load_model(model_id)
+    res = evaluate(build(arch, w), getattr(split, part), mean=split.mean, std=split.std,
+                   device=resolve_device(device or cfg.device))
+    return {"accuracy": float(res.accuracy), "loss": float(res.loss), "n": int(res.n)}
+
+
+def show_run(run_dir: str | Path, as_json: bool = False) -> str:
+    """A run's summary: settings, each step's decision, results and the final architecture."""
+    run = RunDir.open(run_dir)
+    r = collect_results(run, write=False)
+    if as_json:
+        return json.dumps(r, indent=1)
+    c = r["config"]
+    lines = [f"run {run.path}: {c['dataset']}, n_steps {c['n_steps']}, n_neigh {c['n_neigh']}, "
+             f"n_NM {c['n_nm']}, epochs {c['epoch_pretrain']}/{c['epoch_neigh']}/"
+             f"{c['epoch_final']} (pretrain/child/final), lr {c['lr_start']} -> {c['lr_end']}, "
+             f"{'SGDR' if c['sgdr_climb'] else 'constant lr'} during the climb, seed {c['seed']}"]
+    if "model0" in r:
+        lines.append(f"model_0: val acc {100 * r['model0']['val_accuracy']:.2f}%, "
+                     f"{r['model0']['params']:,} params")
+    for s in r["steps"]:
+        ok = [ch for ch in s["children"] if ch["val_accuracy"] is not None]
+        lines.append(f"step {s['step']}: {'moved to' if s['changed'] else 'kept'} {s['best']} "
+                     f"(val acc {100 * s['val_accuracy']:.2f}%, {s['params']:,} params; "
+                     f"{len(ok)}/{len(s['children'])} children trained)")
+    final = r.get("final")
+    if final is None:
+        lines.append("not finished: resume it with `morphclimb resume " + str(run.path) + "`")
+        return "\n".join(lines)
+    lines.append(f"final: test error {final['test_error']:.2f}%, {final['params']:,} params, "
+                 f"{final['epochs_total']} epochs in total, search time "
+                 f"{r['runtime_s'] / 60:.1f} min")
+    for key in ("baseline", "retrain"):
+        if key in r:
+            lines.append(f"{key}: test error {r[key]['test_error']:.2f}%")
+    if "snapshot_ensemble" in r:
+        e = r["snapshot_ensemble"]
+        lines.append(f"snapshot ensemble: test error {e['test_error']:.2f}%, "
+                     f"{e['params']:,} params")
+    arch, _ = run.load_model("final")
+    lines += ["", "final architecture:", arch.summary()]
+    return "\n".join(lines)

@@ -1,0 +1,277 @@
+"""Graph and tensor helpers shared by the morphisms: ids, channel-tied components, re-layouts."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import MorphismError
+from ..spec import Arch, has_bias
+
+BN_EPS = 1e-5  # the eps of nn.BatchNorm2d, which build() uses
+PRESERVING = frozenset({"bn", "relu", "maxpool", "gap"})  # ops that keep channels one-to-one
+BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+# A layout of a node's output after a morphism: (new channel count, new position of each old one).
+Layout = tuple[int, tuple[int, ...]]
+
+
+class LayoutConflict(Exception):
+    """An add would receive inputs whose channels were re-laid differently (internal)."""
+
+    def __init__(self, node_id: str):
+        super().__init__(node_id)
+        self.node_id = node_id
+
+
+def key(node_id: str, param: str) -> str:
+    """The state-dict key of one parameter of one node."""
+    return f"layers.{node_id}.{param}"
+
+
+def new_ids(arch: Arch, prefixes: Iterable[str]) -> list[str]:
+    """Fresh ids, numbered upwards from `arch.next_id` (e.g. conv14, bn15, relu16)."""
+    m = re.search(r"(\d+)$", arch.next_id("x"))
+    k = int(m.group(1)) if m else 0
+    out = []
+    for p in prefixes:
+        while f"{p}{k}" in arch.by_id:
+            k += 1
+        out.append(f"{p}{k}")
+        k += 1
+    return out
+
+
+def components(arch: Arch) -> dict[str, str]:
+    """Node id -> a representative of its channel-tied component (joined by PRESERVING and add)."""
+    parent = {n.id: n.id for n in arch.nodes}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for n in arch.nodes:
+        if n.op in PRESERVING or n.op == "add":
+            for i in n.inputs:
+                a, b = find(n.id), find(i)
+                if a != b:
+                    parent[b] = a
+    return {k: find(k) for k in parent}
+
+
+def propagate(arch: Arch, seeds: Mapping[str, Layout]) -> dict[str, Layout]:
+    """The layout of every node whose channels move when the `seeds` nodes get new layouts.
+
+    Channel-preserving ops pass a layout on, a concat combines its inputs' layouts, and an add
+    needs all its inputs laid out alike (else LayoutConflict names it); conv/linear stop it.
+    """
+    lay: dict[str, Layout] = {}
+    for n in arch.nodes:
+        if n.id in seeds:
+            lay[n.id] = seeds[n.id]
+            continue
+        ins = [lay.get(i) for i in n.inputs]
+        if all(x is None for x in ins):
+            continue
+        if n.op in PRESERVING:
+            lay[n.id] = ins[0]
+        elif n.op == "add":
+            if any(x != ins[0] for x in ins):
+                raise LayoutConflict(n.id)
+            lay[n.id] = ins[0]
+        elif n.op == "concat":
+            total, pos = 0, []
+            for i, x in zip(n.inputs, ins):
+                if x is None:
+                    c = arch.channels(i)
+                    pos.extend(range(total, total + c))
+                    total += c
+                else:
+                    pos.extend(total + p for p in x[1])
+                    total += x[0]
+            lay[n.id] = (total, tuple(pos))
+    return lay
+
+
+def dtype_device(state_dict: Mapping[str, torch.Tensor]) -> tuple[torch.dtype, torch.device]:
+    """The floating dtype and the device of the weights."""
+    for v in state_dict.values():
+        if torch.is_tensor(v) and v.is_floating_point():
+            return v.dtype, v.device
+    return torch.float32, torch.device("cpu")
+
+
+def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int,
+              dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """He-normal weights N(0, 2/fan_in) drawn from `rng`, as a tensor of `dtype` on `device`."""
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    a = rng.standard_normal(shape, dtype=np_dtype)
+    a *= math.sqrt(2.0 / max(fan_in, 1))
+    return torch.from_numpy(a).to(dtype=dtype, device=device)
+
+
+def _index(pos: tuple[int, ...] | None, n: int, device) -> torch.Tensor:
+    return torch.arange(n, device=device) if pos is None else torch.tensor(pos, device=device)
+
+
+def _spread(t: torch.Tensor, layout: Layout, fill: float) -> torch.Tensor:
+    out = torch.full((layout[0],), fill, dtype=t.dtype, device=t.device)
+    out[_index(layout[1], 0, t.device)] = t
+    return out
+
+
+def _relayout_weight(w: torch.Tensor, lin: Layout | None, lout: Layout | None,
+                     rng: np.random.Generator) -> torch.Tensor:
+    """Old weights moved to their new rows/columns; zeros at new columns; He rows at new rows."""
+    n_out, n_in = w.shape[:2]
+    new_out = lout[0] if lout else n_out
+    new_in = lin[0] if lin else n_in
+    rows = _index(lout[1] if lout else None, n_out, w.device)
+    cols = _index(lin[1] if lin else None, n_in, w.device)
+    out = w.new_zeros((new_out, new_in, *w.shape[2:]))
+    out[rows[:, None], cols[None, :]] = w
+    if new_out > n_out:
+        fresh = torch.ones(new_out, dtype=torch.bool, device=w.device)
+        fresh[rows] = False
+        idx = fresh.nonzero().squeeze(1)
+        fan_in = new_in * math.prod(w.shape[2:])
+        out[idx] = he_normal(rng, (len(idx), new_in, *w.shape[2:]), fan_in, w.dtype, w.device)
+    return out
+
+
+def relayout(arch: Arch, state_dict: Mapping[str, torch.Tensor], lay: Mapping[str, Layout],
+             rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A new state dict for `arch` (already re-shaped) from the old one and the layouts `lay`.
+
+    Conv/linear weights keep old entries at their new positions and get zero input weights
+    for new input channels; a conv whose own output has a layout is being widened and gets
+    He-normal filters for its new output channels. BN gets gamma=1, beta=0, mean 0, var 1 at
+    new channels. Untouched nodes keep their tensors (shared, not copied).
+    """
+    out = dict(state_dict)
+    for n in arch.nodes:
+        if n.op in ("conv", "linear"):
+            lin = lay.get(n.inputs[0])
+            lout = lay.get(n.id) if n.op == "conv" else None
+            if lin is None and lout is None:
+                continue
+            out[key(n.id, "weight")] = _relayout_weight(state_dict[key(n.id, "weight")],
+                                                        lin, lout, rng)
+            if lout is not None and has_bias(n):
+                out[key(n.id, "bias")] = _spread(state_dict[key(n.id, "bias")], lout, 0.0)
+        elif n.op == "bn" and n.id in lay:
+            for p, fill in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0),
+                            ("running_var", 1.0)):
+                out[key(n.id, p)] = _spread(state_dict[key(n.id, p)], lay[n.id], fill)
+    return out
+
+
+def rewire(arch: Arch, old: str, new: str, inserted: list, after: str) -> list:
+    """The nodes with every reader of `old` reading `new`, and `inserted` placed after `after`."""
+    from ..spec import with_node
+
+    nodes = []
+    for n in arch.nodes:
+        if old in n.inputs:
+            n = with_node(n, inputs=tuple(new if i == old else i for i in n.inputs))
+        nodes.append(n)
+        if n.id == after:
+            nodes.extend(inserted)
+    return nodes
+
+
+def expected_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
+    """State-dict key -> tensor shape that build(arch) has."""
+    out: dict[str, tuple[int, ...]] = {}
+    for n in arch.nodes:
+        if n.op in ("conv", "linear"):
+            cin, c = arch.channels(n.inputs[0]), n.channels
+            out[key(n.id, "weight")] = (c, cin, n.kernel, n.kernel) if n.op == "conv" else (c, cin)
+            if has_bias(n):
+                out[key(n.id, "bias")] = (c,)
+        elif n.op == "bn":
+            c = arch.channels(n.id)
+            for p in BN_KEYS:
+                out[key(n.id, p)] = () if p == "num_batches_tracked" else (c,)
+        elif n.op == "add":
+            out[key(n.id, "weight")] = (len(n.inputs),)
+    return out
+
+
+def check_weights(arch: Arch, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise MorphismError unless `state_dict` has exactly the keys and shapes of build(arch)."""
+    want = expected_shapes(arch)
+    missing = sorted(set(want) - set(state_dict))
+    extra = sorted(set(state_dict) - set(want))
+    bad = [k for k in want if k in state_dict and tuple(state_dict[k].shape) != want[k]]
+    if missing or extra or bad:
+        parts = [f"missing {missing[:6]}"] if missing else []
+        parts += [f"unexpected {extra[:6]}"] if extra else []
+        parts += [f"wrong shape {k}: {tuple(state_dict[k].shape)} != {want[k]}" for k in bad[:6]]
+        raise MorphismError("the weights do not fit the architecture: " + "; ".join(parts))
+
+
+def ancestors(arch: Arch, node_id: str) -> set[str]:
+    """`node_id` and every node it depends on."""
+    need = {node_id}
+    for n in reversed(arch.nodes[: arch.position[node_id] + 1]):
+        if n.id in need:
+            need.update(n.inputs)
+    return need
+
+
+def _forward(n, xs: list[torch.Tensor], sd: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    x = xs[0]
+    if n.op == "conv":
+        b = sd.get(key(n.id, "bias"))
+        return F.conv2d(x, sd[key(n.id, "weight")], b, padding=n.kernel // 2)
+    if n.op == "bn":
+        return F.batch_norm(x, None, None, sd[key(n.id, "weight")], sd[key(n.id, "bias")],
+                            training=True, eps=BN_EPS)
+    if n.op == "relu":
+        return F.relu(x)
+    if n.op == "maxpool":
+        return F.max_pool2d(x, n.kernel, n.kernel)
+    if n.op == "add":
+        w = sd[key(n.id, "weight")].to(x.dtype)
+        out = x * w[0]
+        for k in range(1, len(xs)):
+            out = out + xs[k] * w[k]
+        return out
+    if n.op == "concat":
+        return torch.cat(xs, dim=1)
+    raise MorphismError(f"cannot run node '{n.id}' ({n.op}) on a probe batch")
+
+
+def activation(arch: Arch, state_dict: Mapping[str, torch.Tensor], probe: torch.Tensor,
+               node_id: str) -> torch.Tensor:
+    """The output of `node_id` on `probe`, with every BN in train mode (batch statistics)."""
+    need = ancestors(arch, node_id)
+    vals = {arch.input.id: probe}
+    with torch.no_grad():
+        for n in arch.nodes[1:]:
+            if n.id in need:
+                vals[n.id] = _forward(n, [vals[i] for i in n.inputs], state_dict)
+    return vals[node_id]
+
+
+def check_probe(arch: Arch, state_dict: Mapping[str, torch.Tensor],
+                probe: torch.Tensor | None) -> torch.Tensor | None:
+    """The probe batch in the weights' dtype and device, or MorphismError if it does not fit."""
+    if probe is None:
+        return None
+    if not torch.is_tensor(probe) or probe.dim() != 4 or not probe.is_floating_point():
+        raise MorphismError("the probe must be a float tensor of shape (N, C, H, W), got "
+                            f"{type(probe).__name__} {tuple(getattr(probe, 'shape', ()))}")
+    want = arch.shapes[arch.input.id]
+    if tuple(probe.shape[1:]) != tuple(want):
+        raise MorphismError(f"the probe batch has shape {tuple(probe.shape)}, but the network "
+                            f"reads (N, {', '.join(map(str, want))})")
+    dtype, device = dtype_device(state_dict)
+    return probe.to(dtype=dtype, device=device)

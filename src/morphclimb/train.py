@@ -1,0 +1,324 @@
+"""Training with SGD + SGDR (cosine annealing restarted at every call), evaluation, prediction.
+
+The whole data set goes to the device once per call as uint8; each batch is indexed, augmented
+(pad-4 random crop + horizontal flip) and normalised there in a few batched ops. Each epoch runs
+floor(N / batch_size) full batches of a fresh random permutation: the last partial batch is
+dropped (a different one each epoch), so an epoch sees at least N - batch_size + 1 images. A
+data set smaller than one batch trains as one batch of all its images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import crop_flip, crop_flip_indices, normalizer, to_float
+from .device import auto_settings, num_threads, resolve_device
+from .errors import ConfigError, DataError, TrainingError
+
+PAD = 4
+
+
+def sgdr_lr(step: int, total_steps: int, lr_start: float, lr_end: float) -> float:
+    """Cosine annealing from lr_start (step 0) to lr_end (step total_steps), SGDR-style."""
+    if total_steps <= 0:
+        return float(lr_start)
+    t = min(max(step, 0), total_steps) / total_steps
+    return float(lr_end + 0.5 * (lr_start - lr_end) * (1.0 + math.cos(math.pi * t)))
+
+
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"TrainConfig: {what}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, schedule and speed settings of one training run (None = auto per device)."""
+
+    batch_size: int = 128
+    lr_start: float = 0.05
+    lr_end: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    sgdr: bool = True
+    augment: bool = True
+    bf16: bool | None = None
+    channels_last: bool | None = None
+    threads: int | None = None
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            _check(_is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+        for name in ("lr_start", "lr_end", "weight_decay"):
+            v = getattr(self, name)
+            _check(_is_num(v) and v >= 0, f"{name} must be a finite number >= 0, got {v!r}")
+        _check(_is_num(self.momentum) and 0 <= self.momentum < 1,
+               f"momentum must be in [0, 1), got {self.momentum!r}")
+        for name in ("nesterov", "sgdr", "augment"):
+            v = getattr(self, name)
+            _check(isinstance(v, bool), f"{name} must be true or false, got {v!r}")
+        for name in ("bf16", "channels_last"):
+            v = getattr(self, name)
+            _check(v is None or isinstance(v, bool), f"{name} must be true, false or None "
+                   f"(auto), got {v!r}")
+        _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1),
+               f"threads must be a positive integer or None (auto), got {self.threads!r}")
+        _check(not (self.nesterov and self.momentum == 0),
+               "nesterov=True needs momentum > 0 (set nesterov=False for plain SGD)")
+
+    def lr(self, step: int, total_steps: int) -> float:
+        """The learning rate at `step` of a run of `total_steps` (SGDR or constant)."""
+        if not self.sgdr:
+            return float(self.lr_start)
+        return sgdr_lr(step, total_steps, self.lr_start, self.lr_end)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: mean loss and accuracy on its (augmented) batches, lr at its end, wall time."""
+
+    epoch: int
+    loss: float
+    accuracy: float
+    lr: float
+    seconds: float
+    images: int
+
+    def to_dict(self) -> dict:
+        """This record as a plain dict."""
+        return dataclasses.asdict(self)
+
+    def keys(self) -> tuple[str, ...]:
+        """Field names, so that `dict(record)` and `record["loss"]` work too."""
+        return tuple(f.name for f in dataclasses.fields(self))
+
+    def __getitem__(self, key: str):
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Per-epoch records, totals, and the settings the run actually used."""
+
+    records: tuple[EpochRecord, ...]
+    images: int
+    seconds: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        """Training images processed per second of wall time (data upload included)."""
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def final(self) -> EpochRecord | None:
+        """The last epoch's record (None for a zero-epoch run)."""
+        return self.records[-1] if self.records else None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy and mean cross-entropy over n images."""
+
+    accuracy: float
+    loss: float
+    n: int
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _upload_images(x, device: torch.device) -> torch.Tensor:
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+        raise DataError(f"images must be a uint8 array (N, H, W, C), got "
+                        f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2).contiguous()
+
+
+def _upload_labels(y, n: int, device: torch.device) -> torch.Tensor:
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != n:
+        raise DataError(f"labels must be a 1-d array with one label per image ({n}), got "
+                        f"{getattr(y, 'shape', type(y).__name__)}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"labels must be integers, got dtype {y.dtype}")
+    return torch.from_numpy(y.astype(np.int64, copy=False)).to(device)
+
+
+def _settings(config: TrainConfig, device: torch.device) -> dict:
+    auto = auto_settings(device)
+    s = {"device": str(device),
+         "bf16": auto["bf16"] if config.bf16 is None else config.bf16,
+         "channels_last": (auto["channels_last"] if config.channels_last is None
+                           else config.channels_last),
+         "threads": auto["threads"] if config.threads is None else config.threads}
+    if s["bf16"] and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"bf16=True but {device} does not support bfloat16; set bf16=False")
+    if device.type != "cpu" and config.threads is None:
+        s["threads"] = None
+    return s
+
+
+def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
+        mean: Sequence[float], std: Sequence[float], seed: int,
+        device: str | torch.device | None = None,
+        callback: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+    """Train `model` in place for `epochs` epochs on `data` (an ImageData); returns the records.
+
+    SGD with (Nesterov) momentum and weight decay; the lr follows `config.lr` per batch and
+    restarts at lr_start on every call. Shuffling and augmentation draw from a torch.Generator
+    seeded with `seed` (the global RNG is untouched). device=None trains where the model is;
+    otherwise the model is moved there (and stays). `callback(record)` runs after each epoch.
+    """
+    if not _is_int(epochs) or epochs < 0:
+        raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not _is_int(seed):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    dev = _model_device(model) if device is None else resolve_device(device)
+    s = _settings(config, dev)
+    start = time.perf_counter()
+    with num_threads(s["threads"]):
+        model.to(dev)
+        x = _upload_images(getattr(data, "x", None), dev)
+        y = _upload_labels(getattr(data, "y", None), len(x), dev)
+        if len(x) < 2:
+            raise DataError(f"training needs at least 2 images (batch norm), got {len(x)}")
+        if s["channels_last"]:
+            model.to(memory_format=torch.channels_last)
+        try:
+            records = _run(model, x, y, epochs, config, s, mean, std, seed, callback)
+        finally:
+            if s["channels_last"]:
+                model.to(memory_format=torch.contiguous_format)
+    seconds = time.perf_counter() - start
+    return TrainResult(tuple(records), sum(r.images for r in records), seconds, s)
+
+
+def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[EpochRecord]:
+    dev = x.device
+    n = len(x)
+    batch = min(config.batch_size, n)
+    steps = n // batch
+    total = epochs * steps
+    scale, shift = normalizer(mean, std, x.shape[1], dev)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr(0, total), momentum=config.momentum,
+                          nesterov=config.nesterov, weight_decay=config.weight_decay)
+    model.train()
+    records = []
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen, device=dev)[: steps * batch].view(steps, batch)
+        losses = torch.zeros(steps, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        for i in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = config.lr((epoch - 1) * steps + i, total)
+            xb, yb = _batch(x, y, order[i], config.augment, gen, scale, shift, s)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s["bf16"]):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[i] = loss.detach()
+            correct += (logits.detach().argmax(1) == yb).sum()
+        _check_finite(losses, epoch, steps)
+        rec = EpochRecord(epoch, float(losses.mean()), int(correct) / (steps * batch),
+                          config.lr(epoch * steps, total), time.perf_counter() - t0,
+                          steps * batch)
+        records.append(rec)
+        if callback is not None:
+            callback(rec)
+    return records
+
+
+def _batch(x, y, idx, augment, gen, scale, shift, s):
+    xb = x[idx]
+    if augment:
+        dy, dx, flips = crop_flip_indices(len(idx), xb.shape[2], xb.shape[3], PAD, gen, x.device)
+        xb = crop_flip(xb, PAD, dy, dx, flips)
+    return to_float(xb, scale, shift, s["channels_last"]), y[idx]
+
+
+def _check_finite(losses: torch.Tensor, epoch: int, steps: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        step = int(bad.int().argmax())
+        raise TrainingError(f"training diverged: the loss became {float(losses[step])} at epoch "
+                            f"{epoch}, step {step + 1} of {steps} (try a lower lr_start)")
+
+
+def _batches(model, x_np: np.ndarray, mean, std, device, batch_size):
+    dev = _model_device(model) if device is None else resolve_device(device)
+    model.to(dev)
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    x = _upload_images(x_np, dev)
+    scale, shift = normalizer(mean, std, x.shape[1], dev)
+    for i in range(0, len(x), batch_size):
+        yield i, model(to_float(x[i:i + batch_size], scale, shift))
+
+
+def evaluate(model: nn.Module, data, *, mean: Sequence[float], std: Sequence[float],
+             device: str | torch.device | None = None, batch_size: int = 1000) -> EvalResult:
+    """Accuracy and mean cross-entropy of `model` on `data` (eval mode, fp32, no augmentation)."""
+    y = _upload_labels(data.y, len(data.x), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    try:
+        with torch.inference_mode():
+            for i, logits in _batches(model, data.x, mean, std, device, batch_size):
+                yb = y[i:i + len(logits)].to(logits.device)
+                loss_sum += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
+                correct += int((logits.argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    n = len(y)
+    return EvalResult(correct / n if n else float("nan"), loss_sum / n if n else float("nan"), n)
+
+
+def predict_proba(model: nn.Module, x_uint8: np.ndarray, *, mean: Sequence[float],
+                  std: Sequence[float], device: str | torch.device | None = None,
+                  batch_size: int = 1000) -> np.ndarray:
+    """Softmax class probabilities (N, classes) as float32 for uint8 images (N, H, W, C)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for _, logits in _batches(model, x_uint8, mean, std, device, batch_size):
+                out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)

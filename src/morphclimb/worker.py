@@ -1,0 +1,95 @@
+"""Training one model as a pure function of its inputs, so any executor can run it anywhere."""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .build import build, weights_of
+from .errors import TrainingError
+from .spec import Arch
+from .train import TrainConfig, evaluate, fit
+
+
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A 31-bit seed derived from the run seed and a path of keys (step, child, purpose...)."""
+    ints = [int(seed)] + [k if isinstance(k, int) else int.from_bytes(k.encode()[:8], "little")
+                          for k in keys]
+    return int(np.random.SeedSequence(ints).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@dataclass
+class TrainTask:
+    """Everything needed to train one model: architecture, weights, data part, schedule, seed."""
+
+    model_id: str
+    arch: dict[str, Any]
+    weights: dict[str, torch.Tensor] | None   # None: fresh weights from `init_seed`
+    epochs: int
+    config: TrainConfig
+    seed: int
+    part: str = "train"                     # "train" or "train_full" (train + validation)
+    eval_part: str | None = "val"           # evaluated after training (None: no evaluation)
+    init_seed: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainOutcome:
+    """What training one model produced (weights on the CPU) or why it failed."""
+
+    model_id: str
+    ok: bool
+    weights: dict[str, torch.Tensor] | None
+    records: list[dict[str, Any]]
+    eval: dict[str, float] | None
+    seconds: float
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _part(split, name: str):
+    if name == "train_full":
+        return split.train_full
+    if name not in ("train", "val", "test"):
+        raise ValueError(f"unknown data part {name!r}")
+    return getattr(split, name)
+
+
+def run_task(task: TrainTask, split, device: str | torch.device | None = None,
+             callback: Callable[[dict], None] | None = None) -> TrainOutcome:
+    """Train `task` on `split`; failures (exception, NaN loss, out of memory) become outcomes."""
+    start = time.perf_counter()
+    try:
+        arch = Arch.from_dict(task.arch)
+        model = build(arch, task.weights, seed=task.init_seed, dtype=torch.float32)
+        records: list[dict[str, Any]] = []
+        if task.epochs > 0:
+            result = fit(model, _part(split, task.part), epochs=task.epochs,
+                         config=task.config, mean=split.mean, std=split.std, seed=task.seed,
+                         device=device, callback=callback)
+            records = [dict(r) for r in result.records]
+            for r in records:
+                if not math.isfinite(r.get("loss", 0.0)):
+                    raise TrainingError(f"loss became {r['loss']} in epoch {r.get('epoch')}")
+        ev = None
+        if task.eval_part is not None:
+            res = evaluate(model, _part(split, task.eval_part), mean=split.mean, std=split.std,
+                           device=device, batch_size=task.config.eval_batch_size)
+            ev = {"accuracy": float(res.accuracy), "loss": float(res.loss)}
+        model = model.to("cpu")
+        return TrainOutcome(task.model_id, True, weights_of(model), records, ev,
+                            time.perf_counter() - start, meta=dict(task.meta))
+    except (TrainingError, RuntimeError, ValueError, torch.cuda.OutOfMemoryError) as e:
+        reason = f"{type(e).__name__}: {e}".strip()
+        if not isinstance(e, TrainingError):
+            reason += "\n" + traceback.format_exc(limit=3)
+        return TrainOutcome(task.model_id, False, None, [], None, time.perf_counter() - start,
+                            error=reason[:2000], meta=dict(task.meta))

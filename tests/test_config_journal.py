@@ -1,0 +1,92 @@
+"""Config presets and overrides; the journal and checkpoints of a run directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import morphclimb as mc
+from morphclimb.config import PRESETS, SearchConfig, resolve
+from morphclimb.journal import Journal, RunDir, load_checkpoint, save_checkpoint
+
+
+def test_presets_are_valid_and_match_the_paper():
+    for name in PRESETS:
+        resolve(name)
+    t1 = resolve("table1-nash")
+    assert (t1.n_steps, t1.n_neigh, t1.n_nm, t1.epoch_neigh, t1.epoch_final,
+            t1.epoch_pretrain, t1.lr_start, t1.lr_end) == (5, 8, 5, 17, 100, 20, 0.05, 0.0)
+    assert t1.total_epochs == 205            # the paper's footnote 4
+    assert resolve("table1-random").n_neigh == 1
+    assert resolve("table1-nosgdr").sgdr_climb is False
+    assert resolve("table4-c100-s8").dataset == "cifar100"
+
+
+def test_override_order_and_types(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"n_steps": 7, "lr_start": 0.1}))
+    c = resolve("demo", f, {"n_steps": 9}, ["lr_start=0.2", "widths=[8,16,32]", "bf16=false",
+                                           "device=cuda:1"])
+    assert (c.n_steps, c.lr_start, c.widths, c.bf16, c.device) == (9, 0.2, (8, 16, 32), False,
+                                                                    "cuda:1")
+    assert SearchConfig.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["n_neigh=0"], "n_neigh must be >= 1"),
+    (["epoch_final=-2"], "epoch_final must be >= 0"),
+    (["lr_end=1"], "must not exceed lr_start"),
+    (["bogus=1"], "unknown config key(s) bogus; known keys:"),
+    (["n_steps=2.5"], "n_steps: expected int"),
+    (["widths=[1,2]"], "widths must be three"),
+    (["executor=slurm"], "executor must be one of"),
+    (["n_steps"], "--set needs key=value"),
+])
+def test_bad_values_raise_config_error(sets, message):
+    with pytest.raises(mc.ConfigError) as info:
+        resolve("demo", sets=sets)
+    assert message in str(info.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(mc.ConfigError, match="does not exist"):
+        resolve("demo", tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{n_steps: 3")
+    with pytest.raises(mc.ConfigError, match="not valid JSON"):
+        resolve("demo", bad)
+
+
+def test_journal_appends_and_drops_a_torn_last_line(tmp_path):
+    j = Journal(tmp_path / "j.jsonl")
+    j.append({"event": "a", "x": 1})
+    j.append({"event": "b", "x": float("nan")})
+    with open(j.path, "a") as f:
+        f.write('{"event": "c", "x"')          # killed mid-write
+    recs = j.read()
+    assert [r["event"] for r in recs] == ["a", "b"]
+    j.append({"event": "d"})
+    assert [r["event"] for r in j.read()] == ["a", "b", "d"]
+
+
+def test_checkpoint_round_trip_is_exact_and_not_a_pickle(tmp_path):
+    a = mc.starting_arch(image_size=8, widths=(4, 8, 8))
+    sd = mc.build(a, seed=1).state_dict()
+    save_checkpoint(tmp_path / "m", a, sd)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["arch.json",
+                                                                  "weights.safetensors"]
+    b, sd2 = load_checkpoint(tmp_path / "m")
+    assert a == b and all(torch.equal(sd[k], sd2[k]) for k in sd)
+    with pytest.raises(mc.RunDirError, match="not a checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_run_dir_errors(tmp_path):
+    with pytest.raises(mc.RunDirError, match="not a morphclimb run directory"):
+        RunDir.open(tmp_path)
+    run = RunDir.create(tmp_path / "r", {"k": 1})
+    assert run.config() == {"k": 1}
+    with pytest.raises(mc.RunDirError, match="has not finished"):
+        run.results()
