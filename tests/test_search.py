@@ -88,14 +88,14 @@ def test_incumbent_kept_unless_beaten():
     c = _climber()
     best = {"model": "m0"}
     recs = [_rec("s01c1", 0.5), _rec("s01c2", 0.6), _rec("s01inc", 0.6)]
-    assert c.decide(1, best, recs)["best"] == "s01inc"          # a tie keeps the current best
+    assert c.decide(1, best, recs)["model"] == "s01inc"          # a tie keeps the current best
     recs = [_rec("s01c1", 0.5), _rec("s01c2", 0.61), _rec("s01inc", 0.6)]
-    assert c.decide(1, best, recs)["best"] == "s01c2"
+    assert c.decide(1, best, recs)["model"] == "s01c2"
     recs = [_rec("s01c1", 0.7, 0.9), _rec("s01c2", 0.7, 0.8), _rec("s01inc", 0.6)]
-    assert c.decide(1, best, recs)["best"] == "s01c2"           # equal accuracy: lower loss
+    assert c.decide(1, best, recs)["model"] == "s01c2"           # equal accuracy: lower loss
     failed = {"event": "child_failed", "model": "s01c1", "reason": "nan"}
     recs = [failed, _rec("s01c2", 0.1), _rec("s01inc", 0.6)]
-    assert c.decide(1, best, recs)["best"] == "s01inc"
+    assert c.decide(1, best, recs)["model"] == "s01inc"
 
 
 def _run_cli(args, **kw):

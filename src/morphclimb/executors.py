@@ -27,7 +27,7 @@ class SerialExecutor:
             cb = None
             if self.on_epoch is not None:
                 def cb(record, _id=task.model_id):
-                    self.on_epoch(_id, record)
+                    self.on_epoch(_id, dict(record))
             out = run_task(task, self.split, self.device, cb)
             if on_done is not None:
                 on_done(out)

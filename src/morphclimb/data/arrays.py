@@ -40,11 +40,16 @@ def load_npz(path: str | Path, name: str | None = None) -> Dataset:
         check_labels(y_test, len(classes), f"{path} (y_test)")
         train, test = ImageData(x, y), ImageData(x_test, y_test)
     else:
-        rng = np.random.default_rng(HOLDOUT_SEED)
-        keep, held = stratified_indices(y, len(classes), HOLDOUT_FRACTION, rng, classes,
-                                        f"{path} (holding out a test set)")
+        keep, held = holdout(y, classes, f"{path} (no test arrays; holding out a test set)")
         train, test = ImageData(x[keep], y[keep]), ImageData(x[held], y[held])
     return Dataset(name=name or path.stem, train=train, test=test, classes=classes)
+
+
+def holdout(y: np.ndarray, classes: tuple[str, ...], where: str) -> tuple[np.ndarray, ...]:
+    """(keep, held) indices: a stratified 1/6 (at least one image) held out, seed 0."""
+    count = max(1, round(len(y) * HOLDOUT_FRACTION))
+    rng = np.random.default_rng(HOLDOUT_SEED)
+    return stratified_indices(y, len(classes), count, rng, classes, where)
 
 
 def load_mini_cifar10() -> Dataset:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .arrays import HOLDOUT_FRACTION, HOLDOUT_SEED
-from .core import Dataset, ImageData, stratified_indices
+from .arrays import holdout
+from .core import Dataset, ImageData
 from .images import decode, stack
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -54,9 +54,7 @@ def load_folder(root: str | Path, cache_dir: str | Path | None = None) -> Datase
         _write_cache(places, key, cached)
     x, y, x_test, y_test = cached
     if not test:
-        rng = np.random.default_rng(HOLDOUT_SEED)
-        keep, held = stratified_indices(y, len(classes), HOLDOUT_FRACTION, rng, classes,
-                                        f"{root} (no test/ folder; holding out a test set)")
+        keep, held = holdout(y, classes, f"{root} (no test/ folder; holding out a test set)")
         x, y, x_test, y_test = x[keep], y[keep], x[held], y[held]
     return Dataset(name=root.name, train=ImageData(x, y), test=ImageData(x_test, y_test),
                    classes=classes)

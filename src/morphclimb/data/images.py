@@ -82,6 +82,18 @@ def _promote(arr: np.ndarray, mode: str) -> np.ndarray:
 def decode_packed(data: np.ndarray, offsets: np.ndarray, where: str | Path) -> np.ndarray:
     """Decode images stored back to back in `data` (uint8) at `offsets` (N + 1 int64)."""
     buf = memoryview(np.ascontiguousarray(data, dtype=np.uint8)).cast("B")
-    arrays = [decode(buf[offsets[i]:offsets[i + 1]], f"{where} [image {i}]")
-              for i in range(len(offsets) - 1)]
-    return stack(arrays, [f"{where} [image {i}]" for i in range(len(arrays))])
+    n = len(offsets) - 1
+    arrays = []
+    for i in range(n):
+        arr = decode(buf[offsets[i]:offsets[i + 1]], f"{where} [image {i}]")
+        if i == 0:
+            out = np.empty((n, *arr.shape), dtype=np.uint8)
+        elif arr.shape != out.shape[1:]:  # mixed sizes or channels: take the general path
+            arrays = [out[j] for j in range(i)] + [arr]
+            break
+        out[i] = arr
+    else:
+        return out
+    arrays += [decode(buf[offsets[j]:offsets[j + 1]], f"{where} [image {j}]")
+               for j in range(i + 1, n)]
+    return stack(arrays, [f"{where} [image {j}]" for j in range(n)])

@@ -30,6 +30,15 @@ def _ratio(arch: Arch, source: str, target: str) -> int | None:
     return hs // ht
 
 
+def _bypassed(arch: Arch, target: str) -> set[str]:
+    """Nodes from which `target` follows through relu/maxpool alone (a skip from them is void)."""
+    out, cur = set(), target
+    while arch[cur].op in ("relu", "maxpool"):
+        cur = arch[cur].inputs[0]
+        out.add(cur)
+    return out
+
+
 def _concat_seed(arch: Arch, source: str, target: str) -> dict:
     ct = arch.channels(target)
     return {target: (ct + arch.channels(source), tuple(range(ct)))}
@@ -41,8 +50,9 @@ def pairs(arch: Arch) -> dict[str, list[tuple[str, str]]]:
     ok: dict[tuple[str, int], bool] = {}
     out: dict[str, list[tuple[str, str]]] = {m: [] for m in MODES}
     for j, t in enumerate(ends):
+        void = _bypassed(arch, t)
         for s in ends[:j]:
-            if _ratio(arch, s, t) is None:
+            if s in void or _ratio(arch, s, t) is None:
                 continue
             out["add"].append((s, t))
             memo = (t, arch.channels(s))
@@ -79,6 +89,9 @@ def check(arch: Arch, mode: Any, source: Any, target: Any) -> int:
     if arch.position[source] >= arch.position[target]:
         raise MorphismError(f"skip: source '{source}' must come before target '{target}' in the "
                             "network (a skip from a node to itself or backwards makes a cycle)")
+    if source in _bypassed(arch, target):
+        raise MorphismError(f"skip: target '{target}' is computed from source '{source}' by "
+                            "relu/maxpool alone, so a skip between them would bypass no layer")
     r = _ratio(arch, source, target)
     if r is None:
         raise MorphismError(
