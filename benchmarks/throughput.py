@@ -39,7 +39,7 @@ def grown_network(n: int = 10):
     """starting_arch() grown by n random morphisms (a hand-made wider net if they are missing)."""
     arch = starting_arch()
     try:
-        from morphclimb import apply_random_morphisms
+        from morphclimb.morphisms import apply_random_morphisms
     except ImportError:
         print("NOTE: morphclimb.apply_random_morphisms is not available yet; using a hand-made "
               "grown network (extra conv blocks, a concat and an add skip, wider layers).")
@@ -186,7 +186,9 @@ def load_data(n: int | None):
     try:
         from morphclimb.data import load_dataset
         split = load_dataset("mini-cifar10").split(seed=0)
-        train = split.train if n is None else split.train.subset(np.arange(min(n, len(split.train))))
+        train = split.train
+        if n is not None and n < len(train):  # a random subset (the split is ordered by class)
+            train = train.subset(np.sort(np.random.default_rng(0).choice(len(train), n, False)))
         return train, split.val, split.mean, split.std, "bundled mini CIFAR-10"
     except Exception as exc:  # noqa: BLE001 - throughput does not depend on the pixels
         rng = np.random.default_rng(0)

@@ -153,7 +153,7 @@ def server(tmp_path):
     www.mkdir()
     handler = functools.partial(_QuietHandler, directory=str(www))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", www
     httpd.shutdown()
@@ -401,6 +401,15 @@ def test_npz_encoded_images(tmp_path):
              x_offsets=offsets, y=np.array([0, 1, 1]), x_test=imgs[:1], y_test=np.array([1]))
     ds = load_npz(tmp_path / "e.npz")
     assert np.array_equal(ds.train.x, imgs)
+    other = io.BytesIO()
+    Image.fromarray(np.zeros((5, 4, 3), np.uint8)).save(other, format="PNG")
+    for blob, pattern in ((other.getvalue(), r"\[image 0\] is 4x4 but .*\[image 2\] is 4x5"),
+                          (blobs[2][:20], r"cannot decode image .*e.npz:x_encoded \[image 2\]")):
+        data = b"".join(blobs[:2]) + blob
+        np.savez(tmp_path / "e.npz", x_encoded=np.frombuffer(data, np.uint8), y=np.array([0, 1, 1]),
+                 x_offsets=np.array([0, len(blobs[0]), len(blobs[0]) + len(blobs[1]), len(data)]))
+        with pytest.raises(DataError, match=pattern):
+            load_npz(tmp_path / "e.npz")
 
 
 @pytest.mark.parametrize("arrays, pattern", [

@@ -72,6 +72,18 @@ def test_algorithm1_bookkeeping(tiny_npz, tmp_path, monkeypatch):
     assert len(results["steps"]) == 2
 
 
+def test_random_networks_accept_every_child(tiny_npz, tmp_path):
+    cfg = tiny_config(tiny_npz, n_neigh=1, n_steps=2)
+    hill_climb(cfg, tmp_path / "run")
+    run = RunDir.open(tmp_path / "run")
+    decided = run.records("step_decided")
+    assert [d["candidates"] for d in decided] == [["s01c1"], ["s02c1"]]
+    assert [d["best"] for d in decided] == ["s01c1", "s02c1"]
+    assert run.records("child_made")[1]["parent"] == "s01c1"
+    roles = [r["role"] for r in run.records("model_trained")]
+    assert roles == ["pretrain", "child", "child", "final"]
+
+
 def _rec(model, acc, loss=1.0):
     return {"event": "model_trained", "model": model, "val_accuracy": acc, "val_loss": loss,
             "params": 10}

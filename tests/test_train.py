@@ -48,7 +48,8 @@ def mini_subset(n: int):
     try:
         from morphclimb.data import load_dataset
         split = load_dataset("mini-cifar10").split(seed=0)
-        return split.train.subset(np.arange(n)), split.val, split.mean, split.std, 10
+        idx = np.sort(np.random.default_rng(0).choice(len(split.train), n, replace=False))
+        return split.train.subset(idx), split.val, split.mean, split.std, 10
     except Exception:  # noqa: BLE001 - no data layer / no bundled set: fall back
         return synthetic(n, size=32), synthetic(256, seed=1, size=32), MEAN, STD, 4
 
@@ -318,3 +319,19 @@ def test_auto_settings_cpu():
     assert set(s) == {"bf16", "channels_last", "threads"}
     assert s["bf16"] == cpu_supports_bf16() and s["threads"] >= 1
     assert isinstance(s["channels_last"], bool)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_with_auto_settings():
+    train, val, mean, std, classes = mini_subset(1024)
+    net = build(starting_arch(num_classes=classes), seed=0)
+    result = fit(net, train, epochs=4, config=TrainConfig(), mean=mean, std=std, seed=0,
+                 device="cuda")
+    assert result.settings["device"].startswith("cuda")
+    assert next(net.parameters()).device.type == "cuda"
+    assert net.layers.bn1.running_mean.dtype == torch.float32
+    assert result.records[-1].loss < result.records[0].loss
+    ev = evaluate(net, val, mean=mean, std=std)
+    assert ev.accuracy > 1.5 / classes
+    probs = predict_proba(net, val.x[:10], mean=mean, std=std, device="cuda")
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)

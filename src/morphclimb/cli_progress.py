@@ -67,7 +67,7 @@ class Progress:
             reason = (e.get("reason") or "").splitlines()[0]
             self.line(f"{e['model']}: FAILED ({reason}); the step goes on without it")
         elif kind == "step_decided":
-            kept = "kept" if e["best"] == e["candidates"][-1] else "moved to"
+            kept = "kept" if e["best"].endswith("inc") else "moved to"
             self.line(f"step {e['step']}: {kept} {e['best']} (val acc "
                       f"{100 * e['val_accuracy']:.2f}%, {e['params']:,} params)")
         elif kind == "ensemble_evaluated":

@@ -20,6 +20,7 @@ class SearchConfig:
     data_root: str | None = None
     val: float | None = None          # validation size: count (>=1) or fraction; None = default
     split_seed: int = 0               # seed of the train/validation split (fixed across runs)
+    subset: int | None = None         # use only this many training images (stratified)
     # Algorithm 1
     n_steps: int = 5
     n_neigh: int = 8
@@ -161,6 +162,8 @@ def check(c: SearchConfig) -> None:
     if not 0 <= c.momentum < 1 or c.weight_decay < 0:
         raise ConfigError(f"momentum must be in [0, 1) and weight_decay >= 0, got "
                           f"{c.momentum}, {c.weight_decay}")
+    if c.subset is not None and c.subset < 2:
+        raise ConfigError(f"subset must be at least 2 images, got {c.subset}")
     if c.val is not None and c.val <= 0:
         raise ConfigError(f"val must be a count >= 1 or a fraction in (0, 1), got {c.val}")
     if c.executor not in EXECUTORS:

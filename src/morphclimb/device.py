@@ -105,3 +105,16 @@ def num_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def speed_settings(device: torch.device, threads: int | None) -> Iterator[None]:
+    """Threads (see num_threads) and, on CUDA, cuDNN autotuning for the block; both restored."""
+    before = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        with num_threads(threads):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -307,6 +307,12 @@ def draw_arch(arch: Arch, title: str | None = None) -> Figure:
     return fig
 
 
+def drawing_width(arch: Arch) -> float:
+    """Width in inches of `draw_arch(arch)`."""
+    lay = layout(arch)
+    return max(lay.x_max - lay.x_min, 5.2)
+
+
 def arch_caption(arch: Arch) -> str:
     """A one-line description: layers, conv layers, skips by kind, parameters."""
     return (f"{len(arch)} layers ({arch.count('conv')} conv, {arch.count('add')} add, "

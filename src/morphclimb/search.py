@@ -57,8 +57,14 @@ def train_config(c: SearchConfig, sgdr: bool = True) -> TrainConfig:
 
 def load_split(c: SearchConfig):
     """Load the configured dataset and split it (train / validation / test)."""
-    from .data import load_dataset
+    from .data import Dataset, load_dataset
+    from .data.core import stratified_indices
     ds = load_dataset(c.dataset, root=c.data_root)
+    if c.subset is not None and c.subset < len(ds.train):
+        rng = np.random.default_rng(derive_seed(c.split_seed, "subset"))
+        _, keep = stratified_indices(ds.train.y, ds.num_classes, c.subset, rng, ds.classes,
+                                     f"dataset {ds.name!r}")
+        ds = Dataset(f"{ds.name}-subset{c.subset}", ds.train.subset(keep), ds.test, ds.classes)
     val = int(c.val) if c.val is not None and c.val >= 1 else c.val
     return ds, ds.split(val=val, seed=c.split_seed)
 
@@ -152,13 +158,18 @@ class Climber:
         return self.train_one("m0", arch, None, self.c.epoch_pretrain, role="pretrain", step=0)
 
     def step(self, i: int, best: dict) -> dict:
-        """One hill-climbing step from `best`; returns the new best's record."""
+        """One hill-climbing step from `best`; returns the new best's record.
+
+        With n_neigh > 1: n_neigh - 1 children plus the current best trained further, as in
+        Algorithm 1. With n_neigh = 1 (the paper's "random networks" baseline): one child,
+        always accepted, no model selection.
+        """
         if i in self.decided:
             return self.trained[self.decided[i]["best"]]
         self.emit({"event": "step_start", "step": i, "n_steps": self.c.n_steps})
         parent_arch, parent_w = self.run.load_model(best["model"])
         tasks, sgdr = [], self.c.sgdr_climb
-        for j in range(1, self.c.n_neigh):
+        for j in range(1, max(self.c.n_neigh, 2)):
             cid = f"s{i:02d}c{j}"
             if cid in self.trained or cid in self.failed:
                 tasks.append(self.task(cid, parent_arch, None, 0))
@@ -178,7 +189,8 @@ class Climber:
                         role="incumbent", step=i, child=self.c.n_neigh,
                         n_neigh=self.c.n_neigh, parent=best["model"],
                         lineage=best.get("lineage", 0))
-        tasks.append(inc)
+        if self.c.n_neigh > 1:
+            tasks.append(inc)
         recs = self.train_all(tasks)
         return self.decide(i, best, [recs[t.model_id] for t in tasks])
 
@@ -187,7 +199,8 @@ class Climber:
         ok = [r for r in recs if r["event"] == "model_trained"]
         if not ok:
             raise TrainingError(f"step {i}: every child failed; see the journal")
-        incumbent = recs[-1] if recs[-1]["event"] == "model_trained" else None
+        has_incumbent = recs[-1]["model"].endswith("inc")
+        incumbent = recs[-1] if has_incumbent and recs[-1]["event"] == "model_trained" else None
 
         def score(r):
             return (r["val_accuracy"], -r["val_loss"])
@@ -256,6 +269,8 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
             run_snapshot_ensemble(climber)
         if not run.records("run_finished"):
             climber.log({"event": "run_finished", "model": final["model"]})
+    if hasattr(callback, "close"):
+        callback.close()
     results = collect_results(run)
     arch, weights = run.load_model(final["model"])
     return SearchResult(run.path, arch, weights, final["test_accuracy"], results["steps"],
@@ -297,3 +312,13 @@ class attach:
 
     def __exit__(self, *exc) -> None:
         self.executor.close()
+
+
+def search(preset: str | None = "demo", *, dataset: str | None = None,
+           out: str | Path | None = None, config: str | Path | None = None,
+           callback: Callback | None = None, **overrides) -> SearchResult:
+    """Run a NASH search like `morphclimb search` does: preset, config file, then overrides."""
+    from .config import resolve
+    if dataset is not None:
+        overrides["dataset"] = dataset
+    return hill_climb(resolve(preset, config, overrides), out, callback=callback)

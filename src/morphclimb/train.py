@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip, crop_flip_indices, normalizer, to_float
-from .device import auto_settings, num_threads, resolve_device
+from .device import auto_settings, resolve_device, speed_settings
 from .errors import ConfigError, DataError, TrainingError
 
 PAD = 4
@@ -203,7 +203,7 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     dev = _model_device(model) if device is None else resolve_device(device)
     s = _settings(config, dev)
     start = time.perf_counter()
-    with num_threads(s["threads"]):
+    with speed_settings(dev, s["threads"]):
         model.to(dev)
         x = _upload_images(getattr(data, "x", None), dev)
         y = _upload_labels(getattr(data, "y", None), len(x), dev)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +126,8 @@ def _write_cache(places: list[Path], key: str, arrays: tuple[np.ndarray, ...]) -
         tmp = None
         try:
             place.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".morphclimb-", suffix=".tmp", dir=place.parent)
-            with os.fdopen(fd, "wb") as f:
+            tmp = place.with_name(f".{place.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+            with open(tmp, "xb") as f:  # "x" honours the umask, unlike mkstemp's 0600
                 np.savez(f, key=np.array(key), x=x, y=y, x_test=x_test, y_test=y_test)
             os.replace(tmp, place)
             return place

@@ -27,7 +27,8 @@ def decode(source: str | Path | bytes | memoryview, where: str | Path) -> np.nda
         with Image.open(fp) as im:
             im = _normalise(im, where)
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot decode image {where}: {e}") from e

@@ -31,9 +31,10 @@ def load_dataset(source: str | Path = "mini-cifar10", root: str | Path | None = 
     """
     root = Path(root).expanduser() if root is not None else default_root()
     name = str(source)
-    if name == "mini-cifar10":
+    is_name = isinstance(source, str)  # a Path is always a path, even one called "cifar10"
+    if is_name and name == "mini-cifar10":
         return load_mini_cifar10()
-    if name in CIFAR_SOURCES:
+    if is_name and name in CIFAR_SOURCES:
         return load_cifar(name, root, download=download, progress=progress)
     path = Path(name).expanduser()
     looks_like_path = isinstance(source, Path) or any(s in name for s in ("/", os.sep, "~")) \

@@ -1,0 +1,176 @@
+"""Export a run's final model (or snapshot ensemble) to ONNX, TorchScript or safetensors.
+
+Every exported model takes RAW images: a uint8 tensor of shape (N, H, W, C) with values
+0..255, channels in the training data's order (RGB for CIFAR), exactly what the dataset
+arrays hold. It normalises them with the run's training mean/std itself and returns class
+probabilities (N, classes) as float32 (softmax; the uniform average over ensemble members).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .build import build
+from .errors import ConfigError, RunDirError
+from .journal import RunDir
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+META_FORMAT = "morphclimb.export/1"
+INPUT = "uint8 images (N, H, W, C), values 0..255, channel order of the training data"
+OUTPUT = "float32 class probabilities (N, classes): softmax, averaged over ensemble members"
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ""}
+
+
+class RawImageClassifier(nn.Module):
+    """Members plus input normalisation: uint8 (N, H, W, C) in, averaged softmax out."""
+
+    def __init__(self, members: list[nn.Module], mean, std):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        mean_t = torch.as_tensor(tuple(mean), dtype=torch.float64)
+        std_t = torch.as_tensor(tuple(std), dtype=torch.float64)
+        c = len(mean_t)
+        self.register_buffer("scale", (1.0 / (255.0 * std_t)).float().view(1, c, 1, 1))
+        self.register_buffer("shift", (mean_t / std_t).float().view(1, c, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).to(torch.float32) * self.scale - self.shift
+        probs = torch.softmax(self.members[0](x), dim=1)
+        for m in self.members[1:]:
+            probs = probs + torch.softmax(m(x), dim=1)
+        return probs / len(self.members)
+
+
+def member_ids(run: RunDir, model: str = "final", ensemble: str | None = None) -> list[str]:
+    """The model ids to export: one model, or the members of the run's snapshot ensemble."""
+    if ensemble is None:
+        if not run.model_dir(model).is_dir():
+            known = sorted(p.name for p in (run.path / "models").glob("*"))
+            raise RunDirError(f"{run.path} has no model {model!r}; it has {', '.join(known)}")
+        return [model]
+    if ensemble != "snapshot":
+        raise ConfigError(f"unknown ensemble {ensemble!r}; the only one is 'snapshot'")
+    recs = [r for r in run.records("ensemble_evaluated") if r.get("kind") == "snapshot"]
+    if not recs:
+        raise RunDirError(f"{run.path} has no snapshot ensemble; build it with "
+                          f"`morphclimb ensemble {run.path}` first")
+    return list(recs[-1]["members"])
+
+
+def export_meta(run: RunDir, members: list[str]) -> dict[str, Any]:
+    """Input/output convention, normalisation constants and class names of an export."""
+    from .config import SearchConfig
+    from .search import load_split
+    _, split = load_split(SearchConfig.from_dict(run.config()))
+    h, w = split.image_size
+    return {"format": META_FORMAT, "input": INPUT, "output": OUTPUT,
+            "input_shape": ["N", h, w, split.channels], "mean": list(map(float, split.mean)),
+            "std": list(map(float, split.std)), "classes": list(split.classes),
+            "members": members, "run_dir": str(run.path)}
+
+
+def wrap(run: RunDir, members: list[str], meta: dict[str, Any]) -> RawImageClassifier:
+    """The members' networks (float32, eval mode) wrapped to take raw images."""
+    nets = []
+    for mid in members:
+        arch, weights = run.load_model(mid)
+        nets.append(build(arch, weights, dtype=torch.float32))
+    return RawImageClassifier(nets, meta["mean"], meta["std"]).eval()
+
+
+def _example(meta: dict[str, Any]) -> torch.Tensor:
+    _, h, w, c = meta["input_shape"]
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (2, h, w, c), dtype=torch.uint8, generator=gen)
+
+
+def _onnx(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    import onnx
+    torch.onnx.export(model, (_example(meta),), str(path), input_names=["images"],
+                      output_names=["probabilities"], opset_version=17, dynamo=False,
+                      dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}})
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "morphclimb", json.dumps(meta)
+    onnx.save(proto, str(path))
+
+
+def _torchscript(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (_example(meta),))
+    torch.jit.save(traced, str(path), _extra_files={"morphclimb.json": json.dumps(meta)})
+
+
+def _safetensors(run: RunDir, members: list[str], meta: dict[str, Any], path: Path) -> None:
+    from .journal import save_checkpoint
+    path.mkdir(parents=True, exist_ok=True)
+    for mid in members:
+        arch, weights = run.load_model(mid)
+        save_checkpoint(path / mid, arch, weights, {"model": mid})
+    (path / "export.json").write_text(json.dumps(meta, indent=1))
+
+
+def export_run(run_dir: str | Path, fmt: str, *, model: str = "final",
+               ensemble: str | None = None, out: str | Path | None = None) -> Path:
+    """Export a run's model (or snapshot ensemble) to `fmt`; returns the written path.
+
+    The default path is `<run>/export/<model or snapshot-ensemble>` plus .onnx or .pt
+    (a folder for safetensors: export.json + one arch.json/weights.safetensors per member).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    run = RunDir.open(run_dir)
+    members = member_ids(run, model, ensemble)
+    meta = export_meta(run, members)
+    name = f"{ensemble}-ensemble" if ensemble else model
+    path = Path(out) if out is not None else run.path / "export" / (name + SUFFIX[fmt])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot write to {path.parent}: {e.strerror or e}") from e
+    if fmt == "safetensors":
+        _safetensors(run, members, meta, path)
+        return path
+    model_ = wrap(run, members, meta)
+    with warnings.catch_warnings():  # torch marks both exporters used here as deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        (_onnx if fmt == "onnx" else _torchscript)(model_, meta, path)
+    return path
+
+
+def load_safetensors_export(path: str | Path) -> tuple[RawImageClassifier, dict[str, Any]]:
+    """Rebuild a safetensors export as a RawImageClassifier (and return its metadata)."""
+    from .journal import load_checkpoint
+    p = Path(path)
+    meta_path = p / "export.json"
+    if not meta_path.is_file():
+        raise RunDirError(f"{p} is not a morphclimb safetensors export (no export.json)")
+    meta = json.loads(meta_path.read_text())
+    nets = []
+    for mid in meta["members"]:
+        arch, weights = load_checkpoint(p / mid)
+        nets.append(build(arch, weights, dtype=torch.float32))
+    return RawImageClassifier(nets, meta["mean"], meta["std"]).eval(), meta
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata stored in any export (ONNX metadata, TorchScript extra file, export.json)."""
+    p = Path(path)
+    if p.is_dir():
+        return json.loads((p / "export.json").read_text())
+    if not p.is_file():
+        raise RunDirError(f"{p} is not an export (no such file or folder)")
+    import zipfile
+    if not zipfile.is_zipfile(p):  # TorchScript archives are zip files; ONNX is protobuf
+        import onnx
+        props = {e.key: e.value for e in onnx.load(str(p), load_external_data=False).metadata_props}
+        return json.loads(props["morphclimb"])
+    extra = {"morphclimb.json": ""}
+    torch.jit.load(str(p), _extra_files=extra)
+    return json.loads(extra["morphclimb.json"])
