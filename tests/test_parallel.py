@@ -6,6 +6,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -153,9 +154,12 @@ def test_local_executor_retries_dead_workers(npz, control, tmp_path):
     want = SerialExecutor(split, "cpu").run(tasks)
     marker = tmp_path / "t1.crashed"
     control(crash={"t1": str(marker), "t2": None})
-    done = []
-    with LocalExecutor(split, "cpu", workers=2, threads=1) as ex:
+    done, epochs = [], []
+    with LocalExecutor(split, "cpu", workers=2, threads=1,
+                       on_epoch=lambda m, r: epochs.append((m, r["epoch"]))) as ex:
         got = ex.run(tasks, lambda o: done.append(o.model_id))
+        # epoch records stream back as they happen (t2's worker died before it trained)
+        assert sorted(epochs) == [("t0", 1), ("t1", 1), ("t3", 1)]
         assert marker.exists()  # t1's first attempt killed its worker
         assert sorted(done) == ["t0", "t1", "t2", "t3"]
         assert [o.model_id for o in got] == ["t0", "t1", "t2", "t3"]
@@ -171,6 +175,13 @@ def test_local_executor_retries_dead_workers(npz, control, tmp_path):
         # ... and the executor restarts its stopped workers for the next run
         control()
         assert same(ex.run(tasks[:1])[0], want[0])
+        # a worker killed while idle is replaced at the start of the next run
+        victim = ex._slots[0].proc
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join()
+        got = ex.run(tasks[:2])
+        assert same(got[0], want[0]) and same(got[1], want[1])
+        assert ex._slots[0].proc is not victim and ex._slots[0].proc.is_alive()
 
 
 # ---------------------------------------------------------------- search level

@@ -226,6 +226,8 @@ def test_fit_rejects_bad_arguments():
         fit(net, data, epochs=-1, config=FAST, mean=MEAN, std=STD, seed=0)
     with pytest.raises(ConfigError, match="mean and std"):
         fit(net, data, epochs=1, config=FAST, mean=(0.5,), std=(0.2,), seed=0)
+    with pytest.raises(DataError, match=r"labels must lie in 0\.\.3"):
+        fit(net, ImageData(data.x, data.y + 4), epochs=1, config=FAST, mean=MEAN, std=STD, seed=0)
     with pytest.raises(DataError, match="uint8"):
         fit(net, SimpleNamespace(x=data.x.astype(np.float32), y=data.y), epochs=1, config=FAST,
             mean=MEAN, std=STD, seed=0)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 
 def crop_flip_indices(batch: int, height: int, width: int, pad: int,
@@ -83,3 +84,25 @@ def to_float(x_uint8: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                       memory_format=fmt)
     torch.mul(x_uint8, scale, out=out)
     return out.sub_(shift)
+
+
+def images_to_device(x, device: torch.device | str) -> torch.Tensor:
+    """uint8 images (N, H, W, C) as a contiguous uint8 (N, C, H, W) tensor on `device`."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+        raise DataError(f"images must be a uint8 array (N, H, W, C), got "
+                        f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2).contiguous()
+
+
+def labels_to_device(y, n: int, device: torch.device | str,
+                     classes: int | None = None) -> torch.Tensor:
+    """n integer labels (in 0..classes-1 when classes is given) as int64 on `device`."""
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != n:
+        raise DataError(f"labels must be a 1-d array with one label per image ({n}), got "
+                        f"{getattr(y, 'shape', type(y).__name__)}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"labels must be integers, got dtype {y.dtype}")
+    if n and (y.min() < 0 or (classes is not None and y.max() >= classes)):
+        raise DataError(f"labels must lie in 0..{'?' if classes is None else classes - 1} (the "
+                        f"model's outputs), got {y.min()}..{y.max()}")
+    return torch.from_numpy(y.astype(np.int64, copy=False)).to(device)

@@ -1,7 +1,8 @@
 """Training with SGD + SGDR (cosine annealing restarted at every call), evaluation, prediction.
 
-The whole data set goes to the device once per call as uint8; each batch is indexed, augmented
-(pad-4 random crop + horizontal flip) and normalised there in a few batched ops. Each epoch runs
+The whole data set goes to the device once per call as uint8; batches are indexed and augmented
+there (pad-4 random crop + horizontal flip, CHUNK batches per batched op), then each is
+normalised to float in one op. Each epoch runs
 floor(N / batch_size) full batches of a fresh random permutation: the last partial batch is
 dropped (a different one each epoch), so an epoch sees at least N - batch_size + 1 images. A
 data set smaller than one batch trains as one batch of all its images.
@@ -20,11 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import crop_flip, crop_flip_indices, normalizer, to_float
+from .augment import (
+    crop_flip,
+    crop_flip_indices,
+    images_to_device,
+    labels_to_device,
+    normalizer,
+    to_float,
+)
 from .device import auto_settings, resolve_device, speed_settings
 from .errors import ConfigError, DataError, TrainingError
 
 PAD = 4
+CHUNK = 16  # batches augmented together (amortises per-op overhead, bounds memory)
 
 
 def sgdr_lr(step: int, total_steps: int, lr_start: float, lr_end: float) -> float:
@@ -153,20 +162,9 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _upload_images(x, device: torch.device) -> torch.Tensor:
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
-        raise DataError(f"images must be a uint8 array (N, H, W, C), got "
-                        f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2).contiguous()
-
-
-def _upload_labels(y, n: int, device: torch.device) -> torch.Tensor:
-    if not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != n:
-        raise DataError(f"labels must be a 1-d array with one label per image ({n}), got "
-                        f"{getattr(y, 'shape', type(y).__name__)}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"labels must be integers, got dtype {y.dtype}")
-    return torch.from_numpy(y.astype(np.int64, copy=False)).to(device)
+def _num_outputs(model: nn.Module) -> int | None:
+    arch = getattr(model, "arch", None)
+    return arch.channels(arch.output) if arch is not None and hasattr(arch, "output") else None
 
 
 def _settings(config: TrainConfig, device: torch.device) -> dict:
@@ -205,8 +203,8 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     start = time.perf_counter()
     with speed_settings(dev, s["threads"]):
         model.to(dev)
-        x = _upload_images(getattr(data, "x", None), dev)
-        y = _upload_labels(getattr(data, "y", None), len(x), dev)
+        x = images_to_device(getattr(data, "x", None), dev)
+        y = labels_to_device(getattr(data, "y", None), len(x), dev, _num_outputs(model))
         if len(x) < 2:
             raise DataError(f"training needs at least 2 images (batch norm), got {len(x)}")
         if s["channels_last"]:
@@ -221,8 +219,7 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
 
 
 def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[EpochRecord]:
-    dev = x.device
-    n = len(x)
+    dev, n = x.device, len(x)
     batch = min(config.batch_size, n)
     steps = n // batch
     total = epochs * steps
@@ -235,37 +232,41 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
     records = []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=gen, device=dev)[: steps * batch].view(steps, batch)
+        order = torch.randperm(n, generator=gen, device=dev)[: steps * batch]
         losses = torch.zeros(steps, device=dev)
-        correct = torch.zeros((), dtype=torch.int64, device=dev)
-        for i in range(steps):
+        preds = torch.empty(steps, batch, dtype=torch.int64, device=dev)
+        for i, xb, yb in _epoch_batches(x, y, order, batch, config.augment, gen):
             for group in opt.param_groups:
                 group["lr"] = config.lr((epoch - 1) * steps + i, total)
-            xb, yb = _batch(x, y, order[i], config.augment, gen, scale, shift, s)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s["bf16"]):
-                logits = model(xb)
+                logits = model(to_float(xb, scale, shift, s["channels_last"]))
             loss = F.cross_entropy(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses[i] = loss.detach()
-            correct += (logits.detach().argmax(1) == yb).sum()
+            torch.argmax(logits.detach(), 1, out=preds[i])
         _check_finite(losses, epoch, steps)
-        rec = EpochRecord(epoch, float(losses.mean()), int(correct) / (steps * batch),
-                          config.lr(epoch * steps, total), time.perf_counter() - t0,
-                          steps * batch)
+        accuracy = float((preds.view(-1) == y[order]).float().mean())
+        rec = EpochRecord(epoch, float(losses.mean()), accuracy, config.lr(epoch * steps, total),
+                          time.perf_counter() - t0, steps * batch)
         records.append(rec)
         if callback is not None:
             callback(rec)
     return records
 
 
-def _batch(x, y, idx, augment, gen, scale, shift, s):
-    xb = x[idx]
-    if augment:
-        dy, dx, flips = crop_flip_indices(len(idx), xb.shape[2], xb.shape[3], PAD, gen, x.device)
-        xb = crop_flip(xb, PAD, dy, dx, flips)
-    return to_float(xb, scale, shift, s["channels_last"]), y[idx]
+def _epoch_batches(x, y, order, batch: int, augment: bool, gen):
+    """(step, uint8 images, labels) for each batch; augments CHUNK batches in one go."""
+    steps = len(order) // batch
+    for c0 in range(0, steps, CHUNK):
+        idx = order[c0 * batch: min(steps, c0 + CHUNK) * batch]
+        xs, ys = x[idx], y[idx]
+        if augment:
+            xs = crop_flip(xs, PAD, *crop_flip_indices(len(idx), xs.shape[2], xs.shape[3], PAD,
+                                                       gen, x.device))
+        for k in range(len(idx) // batch):
+            yield c0 + k, xs[k * batch:(k + 1) * batch], ys[k * batch:(k + 1) * batch]
 
 
 def _check_finite(losses: torch.Tensor, epoch: int, steps: int) -> None:
@@ -281,7 +282,7 @@ def _batches(model, x_np: np.ndarray, mean, std, device, batch_size):
     model.to(dev)
     if not _is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    x = _upload_images(x_np, dev)
+    x = images_to_device(x_np, dev)
     scale, shift = normalizer(mean, std, x.shape[1], dev)
     for i in range(0, len(x), batch_size):
         yield i, model(to_float(x[i:i + batch_size], scale, shift))
@@ -290,20 +291,23 @@ def _batches(model, x_np: np.ndarray, mean, std, device, batch_size):
 def evaluate(model: nn.Module, data, *, mean: Sequence[float], std: Sequence[float],
              device: str | torch.device | None = None, batch_size: int = 1000) -> EvalResult:
     """Accuracy and mean cross-entropy of `model` on `data` (eval mode, fp32, no augmentation)."""
-    y = _upload_labels(data.y, len(data.x), torch.device("cpu"))
+    y = labels_to_device(data.y, len(data.x), torch.device("cpu"), _num_outputs(model))
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    sums = []  # (loss sum, correct) per batch, kept on the device until the end
     try:
         with torch.inference_mode():
             for i, logits in _batches(model, data.x, mean, std, device, batch_size):
                 yb = y[i:i + len(logits)].to(logits.device)
-                loss_sum += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
-                correct += int((logits.argmax(1) == yb).sum())
+                sums.append(torch.stack([F.cross_entropy(logits.float(), yb, reduction="sum"),
+                                         (logits.argmax(1) == yb).sum().float()]))
     finally:
         model.train(was_training)
     n = len(y)
-    return EvalResult(correct / n if n else float("nan"), loss_sum / n if n else float("nan"), n)
+    if n == 0:
+        return EvalResult(float("nan"), float("nan"), 0)
+    loss_sum, correct = torch.stack(sums).double().sum(0).tolist()
+    return EvalResult(correct / n, loss_sum / n, n)
 
 
 def predict_proba(model: nn.Module, x_uint8: np.ndarray, *, mean: Sequence[float],

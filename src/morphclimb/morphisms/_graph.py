@@ -116,13 +116,16 @@ def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int,
     return torch.from_numpy(a).to(dtype=dtype, device=device)
 
 
-def _index(pos: tuple[int, ...] | None, n: int, device) -> torch.Tensor:
-    return torch.arange(n, device=device) if pos is None else torch.tensor(pos, device=device)
+def _where(pos: tuple[int, ...] | None, n: int, device) -> torch.Tensor | slice:
+    """Index of the old entries: a slice when they stay in front (the common case), else a tensor."""
+    if pos is None or pos == tuple(range(n)):
+        return slice(0, n)
+    return torch.tensor(pos, device=device)
 
 
 def _spread(t: torch.Tensor, layout: Layout, fill: float) -> torch.Tensor:
     out = torch.full((layout[0],), fill, dtype=t.dtype, device=t.device)
-    out[_index(layout[1], 0, t.device)] = t
+    out[_where(layout[1], len(t), t.device)] = t
     return out
 
 
@@ -132,16 +135,23 @@ def _relayout_weight(w: torch.Tensor, lin: Layout | None, lout: Layout | None,
     n_out, n_in = w.shape[:2]
     new_out = lout[0] if lout else n_out
     new_in = lin[0] if lin else n_in
-    rows = _index(lout[1] if lout else None, n_out, w.device)
-    cols = _index(lin[1] if lin else None, n_in, w.device)
+    rows = _where(lout[1] if lout else None, n_out, w.device)
+    cols = _where(lin[1] if lin else None, n_in, w.device)
     out = w.new_zeros((new_out, new_in, *w.shape[2:]))
-    out[rows[:, None], cols[None, :]] = w
+    if isinstance(rows, slice) or isinstance(cols, slice):
+        out[rows, cols] = w
+    else:
+        out[rows[:, None], cols[None, :]] = w
     if new_out > n_out:
         fresh = torch.ones(new_out, dtype=torch.bool, device=w.device)
         fresh[rows] = False
         idx = fresh.nonzero().squeeze(1)
         fan_in = new_in * math.prod(w.shape[2:])
-        out[idx] = he_normal(rng, (len(idx), new_in, *w.shape[2:]), fan_in, w.dtype, w.device)
+        new = he_normal(rng, (len(idx), new_in, *w.shape[2:]), fan_in, w.dtype, w.device)
+        if isinstance(rows, slice):
+            out[n_out:] = new
+        else:
+            out[idx] = new
     return out
 
 

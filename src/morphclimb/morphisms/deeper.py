@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import MorphismError
 from ..spec import Arch, Node
 from ._graph import BN_EPS, activation, dtype_device, key, new_ids, rewire
 from .base import Choices, Morphism, StateDict, need_int, need_node
@@ -16,8 +17,9 @@ KERNELS = (3, 5)
 
 
 def choices(arch: Arch) -> Choices:
-    """Every ReLU, each with kernel 3 or 5."""
-    return [(n.id, list(KERNELS)) for n in arch.nodes if n.op == "relu"]
+    """Every ReLU of a feature map, each with kernel 3 or 5."""
+    return [(n.id, list(KERNELS)) for n in arch.nodes
+            if n.op == "relu" and len(arch.shapes[n.id]) == 3]
 
 
 def record(after: str, kernel: int) -> dict[str, Any]:
@@ -43,6 +45,9 @@ def apply_record(arch: Arch, sd: Mapping[str, torch.Tensor], rec: dict[str, Any]
     """Insert the block; the conv is the identity and the BN undoes its own normalisation."""
     need_node(arch, "deeper", rec["after"], "'after'", ("relu",))
     after = rec["after"]
+    if len(arch.shapes[after]) != 3:
+        raise MorphismError(f"deeper: relu '{after}' acts on a vector {arch.shapes[after]}, "
+                            "not a feature map, so no conv can follow it")
     k = need_int("deeper", "kernel", rec["kernel"], lambda v: v >= 1 and v % 2 == 1,
                  "an odd positive integer (3 or 5 in the search)")
     conv_id, bn_id, relu_id = new_ids(arch, ("conv", "bn", "relu"))

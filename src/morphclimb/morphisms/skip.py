@@ -10,8 +10,16 @@ import torch
 
 from ..errors import MorphismError
 from ..spec import Arch, Node
-from ._graph import (LayoutConflict, dtype_device, he_normal, key, new_ids, propagate, relayout,
-                     rewire)
+from ._graph import (
+    LayoutConflict,
+    dtype_device,
+    he_normal,
+    key,
+    new_ids,
+    propagate,
+    relayout,
+    rewire,
+)
 from .base import Choices, Morphism, StateDict, need_node
 
 ENDS = ("relu", "maxpool", "add", "concat")  # ops a skip may start from or lead into

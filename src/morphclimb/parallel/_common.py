@@ -18,6 +18,7 @@ from ..worker import TrainOutcome, TrainTask, run_task
 HOOK_ENV = "MORPHCLIMB_WORKER_HOOK"   # "module:function" called with each task in the worker
 DIED_TWICE = "worker died twice"
 OnDone = Callable[[TrainOutcome], None]
+OnEpoch = Callable[[str, dict], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +63,10 @@ def _apply_hook(task: TrainTask) -> TrainTask:
     return task if new is None else new
 
 
-def execute(task: TrainTask, split, device: str) -> tuple:
+def execute(task: TrainTask, split, device: str, callback=None) -> tuple:
     """Run one task in a worker: ("ok", outcome) or ("raise", exception, traceback text)."""
     try:
-        return ("ok", run_task(_apply_hook(task), split, device))
+        return ("ok", run_task(_apply_hook(task), split, device, callback))
     except Exception as e:  # noqa: BLE001 - re-raised in the parent, as the serial executor would
         tb = traceback.format_exc()
         try:

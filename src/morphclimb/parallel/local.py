@@ -19,6 +19,7 @@ from ..worker import TrainOutcome, TrainTask
 from ._common import (
     DIED_TWICE,
     OnDone,
+    OnEpoch,
     WorkerSplit,
     execute,
     failed,
@@ -78,7 +79,12 @@ def _worker_main(conn, spec: dict[str, Any], device: str, threads: int) -> None:
             break
         if not message:
             break
-        reply = execute(pickle.loads(message), split, device)
+        task, progress = pickle.loads(message)
+        callback = None
+        if progress:  # stream each epoch's record to the parent (the search's on_epoch)
+            def callback(record, _id=task.model_id):
+                conn.send_bytes(pickle.dumps(("epoch", _id, dict(record))))
+        reply = execute(task, split, device, callback)
         conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
     del split, arrays
     for shm in blocks:
@@ -112,13 +118,14 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, split, device=None, workers: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, on_epoch: OnEpoch | None = None):
         self.device = resolve_device(device)
         self.devices = worker_devices(self.device, workers)
         self.workers = len(self.devices)
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = threads or max(1, cpu_count() // self.workers)
+        self.on_epoch = on_epoch  # called here with (model id, epoch record) as epochs end
         self.deaths: list[dict[str, Any]] = []   # model, worker, exit code of each dead worker
         self._ctx = get_context("spawn")
         self._shared = _Shared(pack_split(split))
@@ -156,14 +163,18 @@ class LocalExecutor:
                     if slot.job is None and todo:
                         slot.job = todo.popleft()
                         tries[slot.job] += 1
-                        slot.conn.send_bytes(pickle.dumps(tasks[slot.job]))
+                        self._send(slot, tasks[slot.job])
                 for slot, message in self._wait():
+                    reply = None if message is None else pickle.loads(message)
+                    if reply is not None and reply[0] == "epoch":
+                        self.on_epoch(reply[1], reply[2])
+                        continue
                     i, slot.job = slot.job, None
-                    if message is None:
+                    if reply is None:
                         out = self._died(slot, tasks[i], tries[i], todo, i)
                     else:
-                        out = result(tasks[i], pickle.loads(message), attempts=tries[i],
-                                      worker=self._slots.index(slot))
+                        out = result(tasks[i], reply, attempts=tries[i],
+                                     worker=self._slots.index(slot))
                     if out is not None:
                         outcomes[i] = out
                         if on_done is not None:
@@ -172,6 +183,12 @@ class LocalExecutor:
             self._stop_all()
             raise
         return outcomes  # type: ignore[return-value]
+
+    def _send(self, slot: _Slot, task: TrainTask) -> None:
+        try:
+            slot.conn.send_bytes(pickle.dumps((task, self.on_epoch is not None)))
+        except OSError:  # the worker died while idle: _wait sees it and retries the task
+            pass
 
     def _wait(self) -> list[tuple[_Slot, bytes | None]]:
         """Busy slots that finished: (slot, reply bytes) or (slot, None) if its worker died."""

@@ -1,0 +1,283 @@
+"""Unit tests of the morphisms: structure, every candidate, learning, replay and errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import morphclimb
+from morphclimb import Arch, MorphismError, Node, build, starting_arch, weights_of
+from morphclimb.morphisms import (
+    REGISTRY,
+    apply_morphism,
+    apply_random_morphisms,
+    deeper,
+    skip,
+    wider,
+)
+
+START = starting_arch(in_channels=3, num_classes=5, image_size=12, widths=(4, 8, 8))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convs run far faster single-threaded on a shared, oversubscribed CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def weights(arch=START, dtype=torch.float64, seed=0):
+    sd = weights_of(build(arch, seed=seed, dtype=dtype))
+    g = torch.Generator().manual_seed(seed)
+    for k in sd:  # non-trivial BN statistics so that BN mistakes show
+        if k.endswith("running_mean") or (k.endswith("bias") and ".bn" in k):
+            sd[k] = 0.2 * torch.randn(sd[k].shape, generator=g, dtype=dtype)
+        elif k.endswith("running_var") or (k.endswith("weight") and ".bn" in k):
+            sd[k] = 0.5 + torch.rand(sd[k].shape, generator=g, dtype=dtype)
+    return sd
+
+
+def out(arch, sd, x, train=False):
+    net = build(arch, sd).train(train)
+    with torch.no_grad():
+        return net(x)
+
+
+def assert_exact(a, sd, b, sd2, rtol=1e-10, x=None):
+    x = torch.randn(3, 3, 12, 12, dtype=torch.float64) if x is None else x
+    y = out(a, sd, x)
+    assert (out(b, sd2, x) - y).abs().max() <= rtol * y.abs().max()
+
+
+def grown(n=6, seed=3):
+    arch, sd, _ = apply_random_morphisms(START, weights(), n, np.random.default_rng(seed))
+    return arch, sd
+
+
+def test_public_api_is_exported():
+    for name in ("REGISTRY", "apply_morphism", "apply_random_morphisms", "deeper", "wider", "skip"):
+        assert name in morphclimb.__all__ and hasattr(morphclimb, name)
+    assert set(REGISTRY) == {"deeper", "wider", "skip"}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_candidate_is_exact(name):
+    arch, sd = grown()
+    m = REGISTRY[name]
+    cands = m.candidates(arch)
+    assert cands and all(c["op"] == name for c in cands)
+    x = torch.randn(3, 3, 12, 12, dtype=torch.float64)
+    for rec in cands[:: max(1, len(cands) // 12)]:
+        child, child_sd = apply_morphism(arch, sd, rec, np.random.default_rng(0))
+        assert_exact(arch, sd, child, child_sd, x=x)
+        build(child, child_sd)  # loads strictly
+        assert all(v.dtype == torch.float64 for v in child_sd.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_parent_untouched_and_unchanged_nodes_shared(name):
+    arch, sd = grown()
+    before = {k: v.clone() for k, v in sd.items()}
+    child, child_sd, rec = REGISTRY[name].apply(arch, sd, REGISTRY[name].sample(
+        arch, np.random.default_rng(1)), np.random.default_rng(1))
+    assert all(torch.equal(sd[k], before[k]) for k in before) and sd.keys() == before.keys()
+    touched = set(rec.get("new", [])) | set(rec.get("convs", []))
+    for k in sd:
+        node = k.split(".")[1]
+        if node not in touched and child_sd[k].shape == sd[k].shape:
+            assert child_sd[k] is sd[k] or torch.equal(child_sd[k], sd[k])
+
+
+def test_deeper_inserts_identity_block_and_rewires():
+    sd = weights()
+    a, s = deeper(START, sd, np.random.default_rng(0), after="relu2", kernel=5)
+    conv, bn, relu = "conv4", "bn5", "relu6"
+    assert [n.id for n in a.nodes][8:11] == [conv, bn, relu]
+    assert a[conv].inputs == ("relu2",) and a[conv].kernel == 5 and a[conv].channels == 8
+    assert a["pool2"].inputs == (relu,)
+    w = s[f"layers.{conv}.weight"]
+    assert w.sum() == 8 and torch.equal(w[:, :, 2, 2], torch.eye(8, dtype=w.dtype))
+    assert torch.equal(s[f"layers.{bn}.running_mean"], torch.zeros(8, dtype=torch.float64))
+    assert_exact(START, sd, a, s)
+
+
+def test_deeper_with_probe_uses_batch_statistics_and_is_exact_in_train_mode():
+    sd = weights(dtype=torch.float32)
+    probe = torch.randn(16, 3, 12, 12)
+    a, s = deeper(START, sd, np.random.default_rng(0), probe, after="relu2", kernel=3)
+    net = build(START, sd).train()
+    act = {}
+    net.layers["relu2"].register_forward_hook(lambda m, i, o: act.setdefault("r", o))
+    y = net(probe)
+    mean = act["r"].mean(dim=(0, 2, 3))
+    assert torch.allclose(s["layers.bn5.running_mean"], mean.detach(), atol=1e-6)
+    assert torch.allclose(s["layers.bn5.bias"], mean.detach(), atol=1e-6)
+    y2 = build(a, s).train()(probe)
+    assert (y2 - y).abs().max() <= 1e-4 * max(1.0, y.abs().max().item())
+    assert_exact(START, sd, a, s, rtol=1e-5, x=torch.randn(3, 3, 12, 12))
+
+
+def residual():
+    """START with an identity block after relu2 and an add skip around it (a residual block)."""
+    rng = np.random.default_rng(0)
+    a, s = deeper(START, weights(), rng, after="relu2", kernel=3)
+    return skip(a, s, rng, mode="add", source="relu2", target="relu6")
+
+
+def test_skip_add_makes_a_zero_weighted_merge():
+    a, s = residual()
+    assert a["add7"].inputs == ("relu6", "relu2") and a["pool2"].inputs == ("add7",)
+    assert s["layers.add7.weight"].tolist() == [1.0, 0.0]
+    a2, s2 = skip(a, s, np.random.default_rng(0), mode="add", source="relu1", target="relu3")
+    pool, conv, add = "pool8", "conv9", "add10"
+    assert a2[pool].kernel == 4 and a2[conv].kernel == 1 and a2[conv].channels == 8
+    assert a2[add].inputs == ("relu3", conv) and a2["gap"].inputs == (add,)
+    assert_exact(a, s, a2, s2)
+
+
+def test_wider_widens_add_partners_together_with_fresh_filters():
+    a, s = residual()
+    a2, s2 = wider(a, s, np.random.default_rng(0), conv="conv2", factor=2)
+    assert a2["conv2"].channels == 16 and a2["conv4"].channels == 16
+    w = s2["layers.conv4.weight"]  # reads and writes the widened component
+    assert torch.equal(w[:8, :8], s["layers.conv4.weight"]) and not w[:8, 8:].any()
+    new = s2["layers.conv2.weight"][8:].flatten(1)
+    old = s2["layers.conv2.weight"][:8].flatten(1)
+    assert torch.cdist(new, old).min() > 1e-3  # no new filter copies an old one
+    assert not s2["layers.conv3.weight"][:, 8:].any()
+    assert_exact(a, s, a2, s2)
+
+
+def test_concat_skip_lays_out_consumers_and_propagates_through_concats():
+    sd = weights()
+    rng = np.random.default_rng(0)
+    a, s = skip(START, sd, rng, mode="concat", source="relu1", target="relu2")
+    assert a["cat5"].inputs == ("relu2", "pool4") and a.channels("cat5") == 12
+    assert a["pool2"].inputs == ("cat5",)
+    assert not s["layers.conv3.weight"][:, 8:].any()
+    a2, s2 = wider(a, s, rng, conv="conv2", factor=4)  # cat5 now has 32 + 4 channels
+    w = s2["layers.conv3.weight"]
+    assert torch.equal(w[:, :8], s["layers.conv3.weight"][:, :8])
+    assert torch.equal(w[:, 32:], s["layers.conv3.weight"][:, 8:]) and not w[:, 8:32].any()
+    assert_exact(START, sd, a2, s2)
+
+
+def tied_arch():
+    """conv3's channels are tied by an add to a concat: neither side may grow alone."""
+    n = [Node("input", "input", channels=3, size=(8, 8)),
+         Node("conv1", "conv", ("input",), channels=4, kernel=3), Node("relu1", "relu", ("conv1",)),
+         Node("conv2", "conv", ("relu1",), channels=4, kernel=3), Node("relu2", "relu", ("conv2",)),
+         Node("cat", "concat", ("relu1", "relu2")),
+         Node("conv3", "conv", ("input",), channels=8, kernel=3), Node("relu3", "relu", ("conv3",)),
+         Node("add", "add", ("cat", "relu3")), Node("relu4", "relu", ("add",)),
+         Node("gap", "gap", ("relu4",)), Node("fc", "linear", ("gap",), channels=2)]
+    return Arch(tuple(n), "fc")
+
+
+def test_invalid_positions_are_excluded_and_rejected():
+    a = tied_arch()
+    sd = weights(a)
+    assert REGISTRY["wider"].candidates(a) == []
+    assert not any(c["target"] == "relu3" for c in REGISTRY["skip"].candidates(a)
+                   if c["mode"] == "concat")
+    assert any(c["target"] == "relu3" for c in REGISTRY["skip"].candidates(a) if c["mode"] == "add")
+    rng = np.random.default_rng(0)
+    with pytest.raises(MorphismError, match="conv3.*'cat', a concat"):
+        apply_morphism(a, sd, {"op": "wider", "conv": "conv3", "factor": 2}, rng)
+    with pytest.raises(MorphismError, match="conv1.*add 'add'"):
+        apply_morphism(a, sd, {"op": "wider", "conv": "conv1", "factor": 2}, rng)
+    with pytest.raises(MorphismError, match="add 'add'"):
+        apply_morphism(a, sd, {"op": "skip", "mode": "concat", "source": "relu1",
+                               "target": "relu3"}, rng)
+    a2, s2 = apply_random_morphisms(a, sd, 8, np.random.default_rng(5))[:2]
+    assert_exact(a, sd, a2, s2, x=torch.randn(2, 3, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"op": "deeper", "after": "relu99", "kernel": 3}, "'relu99' is not a node"),
+    ({"op": "deeper", "after": "conv1", "kernel": 3}, "'conv1' is a conv node"),
+    ({"op": "deeper", "after": "relu1", "kernel": 4}, "kernel must be"),
+    ({"op": "deeper", "after": "relu1"}, r"missing field\(s\) \['kernel'\]"),
+    ({"op": "deeper", "after": "relu1", "kernel": 3, "x": 1}, r"unknown field\(s\) \['x'\]"),
+    ({"op": "wider", "conv": "bn1", "factor": 2}, "'bn1' is a bn node"),
+    ({"op": "wider", "conv": "conv9", "factor": 2}, "'conv9' is not a node"),
+    ({"op": "wider", "conv": "conv1", "factor": 1}, "factor must be"),
+    ({"op": "skip", "mode": "add", "source": "relu3", "target": "relu1"}, "must come before"),
+    ({"op": "skip", "mode": "add", "source": "relu1", "target": "relu1"}, "must come before"),
+    ({"op": "skip", "mode": "add", "source": "relu1", "target": "pool1"}, "bypass no layer"),
+    ({"op": "skip", "mode": "add", "source": "conv1", "target": "relu3"}, "'conv1' is a conv"),
+    ({"op": "skip", "mode": "sum", "source": "relu1", "target": "relu3"}, "mode must be"),
+    ({"op": "shrink"}, "unknown morphism 'shrink'"),
+])
+def test_bad_records_raise_morphism_error(record, message):
+    with pytest.raises(MorphismError, match=message):
+        apply_morphism(START, weights(), record, np.random.default_rng(0))
+
+
+def test_skip_needs_integer_size_ratio_and_matching_inputs():
+    a = starting_arch(image_size=10, widths=(4, 8, 8))  # 10x10, 5x5, 2x2
+    with pytest.raises(MorphismError, match="not an integer multiple"):
+        skip(a, weights(a), np.random.default_rng(0), mode="add", source="relu2", target="relu3")
+    with pytest.raises(MorphismError, match="do not fit"):
+        deeper(a, weights(), np.random.default_rng(0), after="relu1", kernel=3)
+    with pytest.raises(MorphismError, match="probe"):
+        deeper(START, weights(), np.random.default_rng(0), torch.zeros(2, 3, 8, 8), after="relu1")
+
+
+def test_random_morphisms_are_deterministic_and_replay():
+    sd = weights()
+    a1, s1, applied = apply_random_morphisms(START, sd, 8, np.random.default_rng(7))
+    a2, s2, applied2 = apply_random_morphisms(START, sd, 8, np.random.default_rng(7))
+    assert applied == applied2 and a1 == a2 and all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert json.loads(json.dumps(applied)) == applied and len(applied) == 8
+    a3, s3 = START, sd
+    for rec in applied:
+        a3, s3 = apply_morphism(a3, s3, rec, np.random.default_rng(0))
+    assert a3.to_dict() == a1.to_dict()
+    assert_exact(START, sd, a3, s3)
+
+
+def train(arch, sd, steps=6, seed=0):
+    """A few SGD steps on random data; returns the net and every parameter's gradient history."""
+    net = build(arch, {k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(seed)
+    grads: dict[str, list[torch.Tensor]] = {}
+    for _ in range(steps):
+        x, y = torch.randn(8, 3, 12, 12, generator=g), torch.randint(0, 5, (8,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        for name, p in net.named_parameters():
+            grads.setdefault(name, []).append(p.grad.detach().clone())
+        opt.step()
+    return {k: v.detach() for k, v in net.state_dict().items()}, grads
+
+
+def test_new_layers_learn():
+    a, s = deeper(START, weights(), np.random.default_rng(0), after="relu2", kernel=3)
+    trained, _ = train(a, s)
+    for k in ("layers.conv4.weight", "layers.bn5.weight", "layers.bn5.bias"):
+        assert not torch.allclose(trained[k], s[k].float())
+
+    a, s = wider(START, weights(), np.random.default_rng(0), conv="conv2", factor=2)
+    trained, grads = train(a, s)
+    seen = torch.stack([g.flatten(1).abs().sum(1) for g in grads["layers.conv2.weight"]])
+    assert (seen[:, 8:].amax(0) > 0).all()  # every new channel got gradient at some step
+    assert trained["layers.conv3.weight"][:, 8:].abs().amax() > 0
+
+    a, s = skip(START, weights(), np.random.default_rng(0), mode="concat", source="relu1",
+                target="relu2")
+    trained, _ = train(a, s)
+    assert trained["layers.conv3.weight"][:, 8:].abs().amin(dim=(1, 2, 3)).min() > 0
+
+    a, s = skip(START, weights(), np.random.default_rng(0), mode="add", source="relu1",
+                target="relu3")
+    trained, _ = train(a, s)
+    assert trained["layers.add6.weight"][1] != 0
+    assert not torch.allclose(trained["layers.conv5.weight"], s["layers.conv5.weight"].float())
