@@ -22,7 +22,7 @@ import torch
 
 from morphclimb.config import SearchConfig
 from morphclimb.journal import RunDir
-from morphclimb.search import hill_climb, resume
+from morphclimb.nash import hill_climb, resume
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 # Scaled so that one NASH run (n_neigh 8) takes about 10 minutes on a 2-core CPU.

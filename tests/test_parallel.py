@@ -19,6 +19,7 @@ from morphclimb.config import SearchConfig
 from morphclimb.errors import ConfigError
 from morphclimb.executors import SerialExecutor
 from morphclimb.journal import RunDir
+from morphclimb.nash import hill_climb, load_split, resume
 from morphclimb.parallel import (
     DIED_TWICE,
     HOOK_ENV,
@@ -27,7 +28,6 @@ from morphclimb.parallel import (
     pack_split,
     worker_devices,
 )
-from morphclimb.search import hill_climb, load_split, resume
 from morphclimb.train import TrainConfig
 from morphclimb.worker import TrainTask
 from morphclimb.zoo import starting_arch

@@ -24,7 +24,7 @@ from morphclimb.report import build_report
 @functools.lru_cache(maxsize=1)
 def _search(root):
     from morphclimb.config import SearchConfig
-    from morphclimb.search import hill_climb
+    from morphclimb.nash import hill_climb
     root.mkdir(parents=True, exist_ok=True)
     data = make_tiny_npz(root / "tiny.npz")
     cfg = SearchConfig(dataset=str(data), snapshot_ensemble=True, baseline=True, retrain=True,

@@ -78,7 +78,7 @@ def _exec_overrides(args) -> dict:
 def cmd_search(args) -> int:
     from .cli_progress import Progress
     from .config import resolve
-    from .search import hill_climb
+    from .nash import hill_climb
     overrides = _exec_overrides(args)
     for key, attr in (("dataset", "dataset"), ("data_root", "data_root"), ("seed", "seed")):
         if getattr(args, attr) is not None:
@@ -92,7 +92,7 @@ def cmd_search(args) -> int:
 
 def cmd_resume(args) -> int:
     from .cli_progress import Progress
-    from .search import resume
+    from .nash import resume
     prog = Progress(args.quiet)
     res = resume(args.run_dir, callback=prog.event, on_epoch=prog.epoch,
                  **_exec_overrides(args))

@@ -56,7 +56,7 @@ def run_snapshot_ensemble(climber) -> dict:
 def ensemble_across_runs(run_dirs: list[str | Path], device=None) -> dict:
     """Ensemble the final models of several finished runs on the same dataset's test set."""
     from .config import SearchConfig
-    from .search import load_split
+    from .nash import load_split
     runs = [RunDir.open(p) for p in run_dirs]
     cfgs = [SearchConfig.from_dict(r.config()) for r in runs]
     keys = {(c.dataset, c.data_root) for c in cfgs}

@@ -50,6 +50,7 @@ def make_executor(config, split, device=None, on_epoch: OnEpoch | None = None):
         return SerialExecutor(split, device, on_epoch)
     if config.executor == "local":
         from .parallel import LocalExecutor
-        return LocalExecutor(split, device, workers=config.workers, threads=config.threads)
+        return LocalExecutor(split, device, workers=config.workers, threads=config.threads,
+                             on_epoch=on_epoch)
     from .parallel import RayExecutor
     return RayExecutor(split, device, workers=config.workers, address=config.ray_address)

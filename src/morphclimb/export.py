@@ -66,7 +66,7 @@ def member_ids(run: RunDir, model: str = "final", ensemble: str | None = None) -
 def export_meta(run: RunDir, members: list[str]) -> dict[str, Any]:
     """Input/output convention, normalisation constants and class names of an export."""
     from .config import SearchConfig
-    from .search import load_split
+    from .nash import load_split
     _, split = load_split(SearchConfig.from_dict(run.config()))
     h, w = split.image_size
     return {"format": META_FORMAT, "input": INPUT, "output": OUTPUT,

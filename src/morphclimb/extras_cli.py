@@ -13,7 +13,7 @@ from .results import collect_results
 
 def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None) -> dict:
     """Retrain from scratch ('retrain') or build the snapshot ensemble ('ensemble') of a run."""
-    from .search import attach
+    from .nash import attach
     run = RunDir.open(run_dir)
     if not run.records("run_finished"):
         raise RunDirError(f"{run_dir} has not finished; `morphclimb resume {run_dir}` first")
@@ -34,7 +34,7 @@ def evaluate_run(run_dir: str | Path, model_id: str = "final", part: str = "test
     """Accuracy and loss of one of a run's models on its train, val or test images."""
     from .config import SearchConfig
     from .device import resolve_device
-    from .search import load_split
+    from .nash import load_split
     from .train import evaluate
     run = RunDir.open(run_dir)
     if not run.model_dir(model_id).is_dir():

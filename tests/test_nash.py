@@ -16,7 +16,7 @@ import morphclimb.worker as worker
 from conftest import TINY
 from morphclimb.config import SearchConfig
 from morphclimb.journal import RunDir
-from morphclimb.search import Climber, hill_climb
+from morphclimb.nash import Climber, hill_climb
 
 CLI = [sys.executable, "-m", "morphclimb.cli"]
 
