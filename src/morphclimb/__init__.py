@@ -3,8 +3,15 @@
 from .build import Network, build, load_weights, weights_of
 from .config import PRESETS, SearchConfig
 from .data import Dataset, ImageData, Split, dataset_info, load_dataset
-from .errors import (ArchError, ConfigError, DataError, MorphclimbError, MorphismError,
-                     RunDirError, TrainingError)
+from .errors import (
+    ArchError,
+    ConfigError,
+    DataError,
+    MorphclimbError,
+    MorphismError,
+    RunDirError,
+    TrainingError,
+)
 from .morphisms import REGISTRY, apply_morphism, apply_random_morphisms, deeper, skip, wider
 from .nash import SearchResult, hill_climb, resume, search
 from .spec import Arch, Node
