@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tarfile
@@ -46,14 +47,15 @@ def dataset_dir(arg: str | None) -> str:
     return str(target)
 
 
-def run_one(variant: str, seed: int, data: str, out: Path) -> dict:
+def run_one(variant: str, seed: int, data: str, out: Path, threads: int | None = None) -> dict:
     """Run (or resume, or reuse) one search; returns its results.json."""
     run_dir = out / f"{variant}-s{seed}"
     if (run_dir / "results.json").exists() and RunDir.open(run_dir).records("run_finished"):
         return json.loads((run_dir / "results.json").read_text())
     if (run_dir / "journal.jsonl").exists():
         return resume(run_dir).results
-    cfg = SearchConfig(**{**SCALE, **VARIANTS[variant][1], "dataset": data, "seed": seed})
+    cfg = SearchConfig(**{**SCALE, **VARIANTS[variant][1], "dataset": data, "seed": seed,
+                          "threads": threads})
     return hill_climb(cfg, run_dir).results
 
 
@@ -72,16 +74,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="runs/table1")
+    ap.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
     args = ap.parse_args()
     data, out = dataset_dir(args.data), Path(args.out)
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"threads per run {args.threads or torch.get_num_threads()}, torch {torch.__version__}")
     print(f"scale: {SCALE}")
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
     for seed in args.seeds:
         for v in args.variants:
             t = time.perf_counter()
-            r = run_one(v, seed, data, out)
+            r = run_one(v, seed, data, out, args.threads)
             results[v].append(r)
             print(f"{v} seed {seed}: test error {r['final']['test_error']:.2f}%, "
                   f"{r['final']['params']:,} params, {r['runtime_s'] / 60:.1f} min "

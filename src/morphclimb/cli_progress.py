@@ -19,8 +19,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self.bar: tqdm | None = None
         self.n_steps = 0
-        self.current: dict[str, Any] = {}
-        self.epoch_t0 = 0.0
+        self.active: dict[str, tuple[float, int]] = {}   # model -> (start time, epochs)
 
     def line(self, text: str) -> None:
         """One log line (kept above any live bar)."""
@@ -51,18 +50,19 @@ class Progress:
             self.n_steps = e["n_steps"]
             self.line(f"step {e['step']}/{e['n_steps']}")
         elif kind == "train_start":
-            self.current = e
-            self.epoch_t0 = time.perf_counter()
+            self.active[e["model"]] = (time.perf_counter(), e["epochs"])
             self.line(f"{self._label(e)}: training {e['epochs']} epoch(s)")
-            if self.tty and not self.quiet and e["epochs"] > 0:
+            if self.tty and not self.quiet and e["epochs"] > 0 and len(self.active) == 1:
                 self.bar = tqdm(total=e["epochs"], desc=e["model"], unit="ep", leave=False,
-                                file=self.stream, dynamic_ncols=True)
+                                file=self.stream, dynamic_ncols=True, mininterval=0)
         elif kind == "model_trained":
+            self.active.pop(e["model"], None)
             self._close_bar()
             metric = next((k for k in ("val_accuracy", "test_accuracy") if k in e), None)
             acc = f"{metric.split('_')[0]} acc {100 * e[metric]:.2f}%" if metric else ""
             self.line(f"{e['model']}: {acc}, {e['params']:,} params, {e['seconds']:.1f}s")
         elif kind == "child_failed":
+            self.active.pop(e["model"], None)
             self._close_bar()
             reason = (e.get("reason") or "").splitlines()[0]
             self.line(f"{e['model']}: FAILED ({reason}); the step goes on without it")
@@ -76,14 +76,14 @@ class Progress:
 
     def epoch(self, model_id: str, r: dict[str, Any]) -> None:
         """Handle one finished epoch of the model being trained."""
-        total = self.current.get("epochs", 0)
+        t0, total = self.active.get(model_id, (self.t0, 0))
         done = r.get("epoch", 0)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{r.get('loss', float('nan')):.3f}",
                                  acc=f"{100 * r.get('accuracy', 0):.1f}%")
             self.bar.update(1)
             return
-        elapsed = time.perf_counter() - self.epoch_t0
+        elapsed = time.perf_counter() - t0
         remaining = elapsed / max(done, 1) * (total - done)
         self.line(f"  {model_id} epoch {done}/{total}: loss {r.get('loss', float('nan')):.4f} "
                   f"acc {100 * r.get('accuracy', 0):.2f}% elapsed {elapsed:.1f}s "

@@ -122,10 +122,13 @@ class Climber:
         """Train the tasks not yet in the journal; returns model id -> its journal record."""
         todo = [t for t in tasks if t.model_id not in self.trained and t.model_id not in self.failed]
         self.pending = {t.model_id: t for t in todo}
-        for t in todo:
-            self.emit({"event": "train_start", "model": t.model_id, "epochs": t.epochs, **t.meta})
-        if todo:
-            self.executor.run(todo, self._done)
+        # one at a time when serial (so progress shows what runs now), else all at once
+        batches = [[t] for t in todo] if getattr(self.executor, "name", "") == "serial" else [todo]
+        for batch in (b for b in batches if b):
+            for t in batch:
+                self.emit({"event": "train_start", "model": t.model_id, "epochs": t.epochs,
+                           **t.meta})
+            self.executor.run(batch, self._done)
         return {t.model_id: self.trained.get(t.model_id) or self.failed[t.model_id]
                 for t in tasks}
 
