@@ -9,6 +9,7 @@ solid blue, concatenations dashed orange.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 from matplotlib.figure import Figure
@@ -281,8 +282,10 @@ def _boxes(ax, arch: Arch, lay: Layout) -> None:
 def draw_arch(arch: Arch, title: str | None = None) -> Figure:
     """A matplotlib Figure of `arch`; its height grows with depth, width with skip lanes."""
     lay = layout(arch)
-    top = 0.95 if title else 0.6
     width = max(lay.x_max - lay.x_min, 5.2)
+    chars = max(int(width * 72 / ((FONT + 1.5) * 0.62)), 20)   # title wrapped to the width
+    lines = textwrap.wrap(title, chars) if title else []
+    top = 0.6 + 0.3 * len(lines) + (0.05 if lines else 0)
     height = lay.n_rows * ROW + top + 0.2
     fig = Figure(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1))
@@ -298,11 +301,11 @@ def draw_arch(arch: Arch, title: str | None = None) -> Figure:
     handles = [Line2D([], [], color=STYLE[k][0], linestyle=STYLE[k][1], lw=1.6, label=STYLE[k][2])
                for k in STYLE if k in kinds]
     y_top = ROW / 2 + top - 0.25
-    if title:
-        ax.text(x_min + 0.15, y_top - 0.12, title, ha="left", va="top", fontsize=FONT + 1.5,
-                weight="bold")
+    if lines:
+        ax.text(x_min + 0.15, y_top - 0.12, "\n".join(lines), ha="left", va="top",
+                fontsize=FONT + 1.5, weight="bold", linespacing=1.25)
     fig.legend(handles=handles, loc="upper left", ncol=len(handles), fontsize=FONT - 0.5,
-               frameon=False, bbox_to_anchor=(0.0, 1 - (0.42 if title else 0.05) / height),
+               frameon=False, bbox_to_anchor=(0.0, 1 - (0.12 + 0.3 * len(lines)) / height),
                handlelength=2.2, columnspacing=1.2)
     return fig
 
