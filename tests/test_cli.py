@@ -6,8 +6,8 @@ import io
 import json
 
 import pytest
-from conftest import TINY
 
+from conftest import TINY
 from morphclimb.cli import main
 from morphclimb.cli_progress import Progress
 from morphclimb.journal import RunDir
