@@ -23,6 +23,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help="override one config key, e.g. --set n_steps=3 (repeatable)")
     p.add_argument("--seed", type=int, help="run seed (default 0)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<time>-s<seed>)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="log training curves to RUN_DIR/tensorboard")
     _exec_args(p)
 
 
@@ -83,9 +85,12 @@ def cmd_search(args) -> int:
     for key, attr in (("dataset", "dataset"), ("data_root", "data_root"), ("seed", "seed")):
         if getattr(args, attr) is not None:
             overrides[key] = getattr(args, attr)
+    if args.tensorboard:
+        overrides["tensorboard"] = True
     cfg = resolve(args.preset, args.config, overrides, args.set)
     prog = Progress(args.quiet)
-    res = hill_climb(cfg, args.out, callback=prog.event, on_epoch=prog.epoch)
+    res = hill_climb(cfg, args.out, callback=prog.event, on_epoch=prog.epoch,
+                     progress=not args.quiet)
     _print_result(res.results)
     return 0
 

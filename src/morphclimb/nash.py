@@ -55,11 +55,11 @@ def train_config(c: SearchConfig, sgdr: bool = True) -> TrainConfig:
                        threads=c.threads, eval_batch_size=c.eval_batch_size)
 
 
-def load_split(c: SearchConfig):
+def load_split(c: SearchConfig, progress: bool = False):
     """Load the configured dataset and split it (train / validation / test)."""
     from .data import Dataset, load_dataset
     from .data.core import stratified_indices
-    ds = load_dataset(c.dataset, root=c.data_root)
+    ds = load_dataset(c.dataset, root=c.data_root, progress=progress)
     if c.subset is not None and c.subset < len(ds.train):
         rng = np.random.default_rng(derive_seed(c.split_seed, "subset"))
         _, keep = stratified_indices(ds.train.y, ds.num_classes, c.subset, rng, ds.classes,
@@ -247,13 +247,17 @@ def open_run(out: str | Path | None, config: SearchConfig, resume: bool) -> RunD
 
 
 def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: bool = False,
-               callback: Callback | None = None, on_epoch=None) -> SearchResult:
-    """Run NASH as configured into run directory `out` (or resume it); returns the result."""
+               callback: Callback | None = None, on_epoch=None,
+               progress: bool = False) -> SearchResult:
+    """Run NASH as configured into run directory `out` (or resume it); returns the result.
+
+    `progress=True` shows a download bar when a dataset has to be fetched (the CLI's choice).
+    """
     from .data import dataset_info
     from .device import resolve_device
     from .results import collect_results
     device = resolve_device(config.device)
-    ds, split = load_split(config)
+    ds, split = load_split(config, progress)
     run = open_run(out, config, resume)
     if config.tensorboard:
         from .tensorboard import TensorBoardLogger
