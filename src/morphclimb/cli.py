@@ -12,7 +12,7 @@ from .errors import MorphclimbError, TrainingError
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
-    from .config import PRESET_HELP
+    from .config import FIELDS, PRESET_HELP
     presets = "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
     p.add_argument("--preset", default="demo", help=f"named settings (default demo). {presets}")
     p.add_argument("--dataset", help="mini-cifar10 (bundled, default), cifar10, cifar100, a "
@@ -20,7 +20,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="where cifar10/cifar100 files live or are downloaded")
     p.add_argument("--config", help="JSON file of config keys (applied after the preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set n_steps=3 (repeatable)")
+                   help="override one config key, e.g. --set n_steps=3 (repeatable); keys: "
+                   + ", ".join(FIELDS))
     p.add_argument("--seed", type=int, help="run seed (default 0)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<time>-s<seed>)")
     p.add_argument("--tensorboard", action="store_true",
