@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import morphclimb.worker as worker
 from conftest import TINY
@@ -184,3 +186,15 @@ def test_existing_run_is_not_overwritten(tmp_path, tiny_npz):
     res = _run_cli(["search", "--dataset", tiny_npz, "--out", str(tmp_path / "run")],
                    timeout=120)
     assert res.returncode == 2 and "morphclimb resume" in res.stderr
+
+
+def test_python_api_search_and_subset(tiny_npz, tmp_path):
+    import morphclimb as mc
+    from morphclimb.nash import load_split
+    res = mc.search(None, dataset=tiny_npz, out=tmp_path / "run", **{**TINY, "n_steps": 1})
+    assert isinstance(res, mc.SearchResult) and 0 <= res.test_accuracy <= 1
+    assert res.model(torch.zeros(2, 3, 8, 8, dtype=torch.uint8).float()).shape == (2, 4)
+    assert len(res.history) == 1 and res.history[0]["step"] == 1
+    ds, split = load_split(tiny_config(tiny_npz, subset=100))
+    assert ds.name.endswith("-subset100") and len(split.train) + len(split.val) == 100
+    assert np.bincount(np.concatenate([split.train.y, split.val.y])).tolist() == [25] * 4
