@@ -50,13 +50,20 @@ def dataset_dir(arg: str | None) -> str:
 def run_one(variant: str, seed: int, data: str, out: Path, threads: int | None = None) -> dict:
     """Run (or resume, or reuse) one search; returns its results.json."""
     run_dir = out / f"{variant}-s{seed}"
-    if (run_dir / "results.json").exists() and RunDir.open(run_dir).records("run_finished"):
-        return json.loads((run_dir / "results.json").read_text())
+    if (done := finished(run_dir)) is not None:
+        return done
     if (run_dir / "journal.jsonl").exists():
         return resume(run_dir).results
     cfg = SearchConfig(**{**SCALE, **VARIANTS[variant][1], "dataset": data, "seed": seed,
                           "threads": threads})
     return hill_climb(cfg, run_dir).results
+
+
+def finished(run_dir: Path) -> dict | None:
+    """results.json of a finished run, else None."""
+    if (run_dir / "results.json").exists() and RunDir.open(run_dir).records("run_finished"):
+        return json.loads((run_dir / "results.json").read_text())
+    return None
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -75,14 +82,22 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="runs/table1")
     ap.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: summarise the runs under --out that have finished")
     args = ap.parse_args()
-    data, out = dataset_dir(args.data), Path(args.out)
+    out = Path(args.out)
+    data = None if args.report_only else dataset_dir(args.data)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"threads per run {args.threads or torch.get_num_threads()}, torch {torch.__version__}")
     print(f"scale: {SCALE}")
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
     for seed in args.seeds:
         for v in args.variants:
+            if args.report_only:
+                r = finished(out / f"{v}-s{seed}")
+                if r is not None:
+                    results[v].append(r)
+                continue
             t = time.perf_counter()
             r = run_one(v, seed, data, out, args.threads)
             results[v].append(r)
@@ -90,14 +105,20 @@ def main() -> None:
                   f"{r['final']['params']:,} params, {r['runtime_s'] / 60:.1f} min "
                   f"(this call {time.perf_counter() - t:.0f} s)", flush=True)
     print("\nCIFAR-10 (JPEG q75 copy), test error over seeds " + " ".join(map(str, args.seeds)))
-    print("| algorithm setting | runtime (min) | # params (mil.) | error +/- std (%) | runs |")
-    print("|---|---|---|---|---|")
+    print("| algorithm setting | runtime (min) | # params (mil.) | error +/- std (%) | runs | "
+          "failed children |")
+    print("|---|---|---|---|---|---|")
     summary = {}
-    for v in args.variants:
+    for v in (v for v in args.variants if results[v]):
         s = summarise(results[v])
         summary[v] = s
+        fails = sum(r.get("children_failed", 0) for r in results[v])
         print(f"| {VARIANTS[v][0]} | {s['runtime_min']:.1f} | {s['params_m']:.3f} | "
-              f"{s['error_mean']:.2f} +/- {s['error_std']:.2f} | {s['n']} |")
+              f"{s['error_mean']:.2f} +/- {s['error_std']:.2f} | {s['n']} | {fails} |")
+        for r in results[v]:
+            print(f"|   seed {r['config']['seed']} | {r['runtime_s'] / 60:.1f} | "
+                  f"{r['final']['params'] / 1e6:.3f} | {r['final']['test_error']:.2f} | 1 | "
+                  f"{r.get('children_failed', 0)} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
