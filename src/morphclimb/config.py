@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
@@ -81,6 +81,10 @@ class SearchConfig:
 
 
 FIELDS = {f.name: f for f in fields(SearchConfig)}
+_HINTS = get_type_hints(SearchConfig)
+# field -> the types its value may have (a union split into its members; a tuple kept whole)
+_ALLOWED = {k: get_args(t) if get_origin(t) is not tuple and get_args(t) else (t,)
+            for k, t in _HINTS.items()}
 
 PAPER = dict(n_steps=5, n_neigh=8, n_nm=5, epoch_pretrain=20, epoch_neigh=17, epoch_final=100,
              lr_start=0.05, lr_end=0.0, dataset="cifar10")
@@ -116,9 +120,7 @@ def _known(d: dict[str, Any]) -> dict[str, Any]:
 
 def _coerce(key: str, value: Any) -> Any:
     """Check (and gently convert) one value against the field's declared type."""
-    ftype = FIELDS[key].type
-    ftype = eval(ftype, {"tuple": tuple}) if isinstance(ftype, str) else ftype  # noqa: S307
-    allowed = get_args(ftype) if get_origin(ftype) is not tuple and get_args(ftype) else (ftype,)
+    allowed = _ALLOWED[key]
     if value is None:
         if type(None) in allowed:
             return None

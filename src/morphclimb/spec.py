@@ -82,7 +82,7 @@ class Node:
             return f"maxpool {self.kernel}x{self.kernel}"
         if self.op == "linear":
             return f"linear {self.channels}"
-        if self.op == "input":
+        if self.op == "input" and self.size is not None and len(self.size) == 2:
             return f"input {self.channels}x{self.size[0]}x{self.size[1]}"
         return self.op
 
@@ -170,7 +170,7 @@ class Arch:
         if n.op in ("conv", "linear"):
             cin = self.channels(n.inputs[0])
             k = n.kernel if n.op == "conv" else 1
-            return cin * n.channels * k * k + (n.channels if _bias(n) else 0)
+            return cin * n.channels * k * k + (n.channels if has_bias(n) else 0)
         if n.op == "bn":
             return 2 * self.channels(n.id)
         if n.op == "add":
@@ -212,15 +212,9 @@ class Arch:
                 f"{self.num_params:,} params, output={self.output!r})")
 
 
-def _bias(n: Node) -> bool:
-    if n.bias is not None:
-        return n.bias
-    return n.op == "linear"
-
-
 def has_bias(n: Node) -> bool:
     """Whether a conv/linear node has a bias (conv default: no, linear default: yes)."""
-    return _bias(n)
+    return n.bias if n.bias is not None else n.op == "linear"
 
 
 def format_table(nodes, shapes: dict, params=None) -> str:
@@ -235,20 +229,13 @@ def format_table(nodes, shapes: dict, params=None) -> str:
                 p = f"{params(n.id):,}"
             except (KeyError, TypeError):
                 p = "?"
-        rows.append((n.id, n.describe() if _describable(n) else n.op, ",".join(n.inputs) or "-",
+        rows.append((n.id, n.describe(), ",".join(n.inputs) or "-",
                      shape_s, p))
     widths = [max(len(r[c]) for r in rows) for c in range(5)]
     lines = ["  ".join(r[c].ljust(widths[c]) for c in range(5)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
-
-def _describable(n: Node) -> bool:
-    try:
-        n.describe()
-        return True
-    except (TypeError, IndexError):
-        return False
 
 
 # --------------------------------------------------------------------------- validation

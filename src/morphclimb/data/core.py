@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -59,8 +60,30 @@ class ImageData:
         return ImageData(np.concatenate([a.x, b.x]), np.concatenate([a.y, b.y]))
 
 
+class _Shaped:
+    """num_classes, image_size and channels, read off `classes` and the `train` part."""
+
+    classes: tuple[str, ...]
+    train: ImageData
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return self.train.image_size
+
+    @property
+    def channels(self) -> int:
+        """Number of channels C."""
+        return self.train.channels
+
+
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(_Shaped):
     """A named dataset: the official training set, the test set and the class names."""
 
     name: str
@@ -78,21 +101,6 @@ class Dataset:
                             f"{self.train.x.shape[1:]} but test images {self.test.x.shape[1:]}")
         for part, data in (("train", self.train), ("test", self.test)):
             check_labels(data.y, len(self.classes), f"dataset {self.name!r} ({part})")
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(H, W) of every image."""
-        return self.train.image_size
-
-    @property
-    def channels(self) -> int:
-        """Number of channels C."""
-        return self.train.channels
 
     def split(self, val: int | float | None = None, seed: int = 0) -> Split:
         """Split the training set into train/val, stratified by class and seeded.
@@ -112,7 +120,7 @@ class Dataset:
 
 
 @dataclass(frozen=True)
-class Split:
+class Split(_Shaped):
     """What a search uses: train/val/test parts and per-channel mean/std (0..1 scale) of train."""
 
     train: ImageData
@@ -123,25 +131,10 @@ class Split:
     std: tuple[float, ...]
     name: str = ""
 
-    @property
+    @cached_property
     def train_full(self) -> ImageData:
-        """Train + val together, for the final training of the best model."""
+        """Train + val together, for the final training of the best model (built once)."""
         return ImageData.concat(self.train, self.val)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(H, W) of every image."""
-        return self.train.image_size
-
-    @property
-    def channels(self) -> int:
-        """Number of channels C."""
-        return self.train.channels
 
 
 def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
