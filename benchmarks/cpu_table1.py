@@ -27,7 +27,9 @@ from morphclimb.nash import hill_climb, resume
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 # Scaled so that one NASH run (n_neigh 8) takes about 10 minutes on a 2-core CPU.
-SCALE = dict(subset=10_000, n_steps=3, n_neigh=8, n_nm=3, epoch_pretrain=4, epoch_neigh=2,
+# (An earlier scale with subset 10,000 and n_NM 3 took 8-36 min per run: children compounded
+# x4 widenings up to 28M parameters.)
+SCALE = dict(subset=8_000, n_steps=3, n_neigh=8, n_nm=2, epoch_pretrain=4, epoch_neigh=2,
              epoch_final=6, widths=(16, 32, 64), lr_start=0.05, lr_end=0.0)
 VARIANTS = {
     "nash": ("n_steps=3, n_neigh=8", {}),
@@ -53,6 +55,7 @@ def run_one(variant: str, seed: int, data: str, out: Path, threads: int | None =
     if (done := finished(run_dir)) is not None:
         return done
     if (run_dir / "journal.jsonl").exists():
+        check_scale(run_dir, RunDir.open(run_dir).config())
         return resume(run_dir).results
     cfg = SearchConfig(**{**SCALE, **VARIANTS[variant][1], "dataset": data, "seed": seed,
                           "threads": threads})
@@ -60,10 +63,21 @@ def run_one(variant: str, seed: int, data: str, out: Path, threads: int | None =
 
 
 def finished(run_dir: Path) -> dict | None:
-    """results.json of a finished run, else None."""
+    """results.json of a finished run, else None; refuses a run made at another SCALE."""
     if (run_dir / "results.json").exists() and RunDir.open(run_dir).records("run_finished"):
-        return json.loads((run_dir / "results.json").read_text())
+        results = json.loads((run_dir / "results.json").read_text())
+        check_scale(run_dir, results["config"])
+        return results
     return None
+
+
+def check_scale(run_dir: Path, cfg: dict) -> None:
+    """Stop if a run under --out was made at another SCALE (it must not mix into the table)."""
+    stale = {k: (cfg.get(k), v) for k, v in SCALE.items()
+             if k != "n_neigh" and cfg.get(k) != (list(v) if isinstance(v, tuple) else v)}
+    if stale:
+        raise SystemExit(f"{run_dir} was run at another scale (found, wanted: {stale}); "
+                         f"use another --out")
 
 
 def summarise(rows: list[dict]) -> dict:

@@ -86,6 +86,38 @@ def test_random_networks_accept_every_child(tiny_npz, tmp_path):
     assert roles == ["pretrain", "child", "child", "final"]
 
 
+def test_keep_weights_best_drops_only_the_losers(tiny_npz, tmp_path):
+    from morphclimb.errors import RunDirError
+    kw = dict(snapshot_ensemble=True, n_steps=2, n_neigh=3)
+    full = hill_climb(tiny_config(tiny_npz, **kw), tmp_path / "all")
+    lean = hill_climb(tiny_config(tiny_npz, keep_weights="best", **kw), tmp_path / "best")
+    # pruning changes nothing the search computes
+    assert lean.test_accuracy == full.test_accuracy
+    assert lean.arch.to_dict() == full.arch.to_dict()
+    for key in ("members", "test_accuracy", "params"):
+        assert lean.results["snapshot_ensemble"][key] == full.results["snapshot_ensemble"][key]
+    run = RunDir.open(tmp_path / "best")
+    decided = run.records("step_decided")
+    winners = {"m0", "final"} | {d["best"] for d in decided}
+    losers = {m for d in decided for m in d["candidates"]} - winners
+    assert losers and all(r["model"] in winners | losers | {"snap01"}
+                          for r in run.records("model_trained"))
+    for m in winners | {"snap01"}:
+        run.load_model(m)
+    for m in losers:
+        assert run.load_arch(m).num_params > 0
+        assert not (run.model_dir(m) / "weights.safetensors").exists()
+        with pytest.raises(RunDirError, match="keep_weights=best"):
+            run.load_model(m)
+    assert all((RunDir.open(tmp_path / "all").model_dir(m) / "weights.safetensors").exists()
+               for m in losers)
+    # idempotent, and a resumed run finds nothing left to train or drop
+    again = hill_climb(SearchConfig.from_dict(run.config()), tmp_path / "best", resume=True)
+    assert again.test_accuracy == lean.test_accuracy
+    assert len(run.records("model_trained")) == len(RunDir.open(tmp_path / "all")
+                                                    .records("model_trained"))
+
+
 def _rec(model, acc, loss=1.0):
     return {"event": "model_trained", "model": model, "val_accuracy": acc, "val_loss": loss,
             "params": 10}
@@ -161,6 +193,7 @@ def test_killed_search_resumes_to_the_same_result(tiny_npz, tmp_path):
     (["--set", "n_steps=three"], "n_steps: expected int"),
     (["--dataset", "imagenet21k"], "imagenet21k"),
     (["--preset", "table9"], "unknown preset"),
+    (["--set", "keep_weights=losers"], "keep_weights must be one of all, best"),
 ])
 def test_bad_configuration_exits_2_before_training(tmp_path, setting, message):
     out = tmp_path / "run"

@@ -55,6 +55,7 @@ class SearchConfig:
     workers: int | None = None
     ray_address: str | None = None
     tensorboard: bool = False
+    keep_weights: str = "all"         # "best": after each step, delete the losers' weights
 
     def __post_init__(self) -> None:
         check(self)
@@ -108,6 +109,7 @@ PRESET_HELP = {
     "table4-c100-s8": "paper Table 4: CIFAR-100, n_steps 8, with snapshot ensemble",
 }
 EXECUTORS = ("serial", "local", "ray")
+KEEP_WEIGHTS = ("all", "best")  # which trained models keep their weights on disk
 
 
 def _known(d: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +172,9 @@ def check(c: SearchConfig) -> None:
         raise ConfigError(f"val must be a count >= 1 or a fraction in (0, 1), got {c.val}")
     if c.executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {c.executor!r}")
+    if c.keep_weights not in KEEP_WEIGHTS:
+        raise ConfigError(f"keep_weights must be one of {', '.join(KEEP_WEIGHTS)}, got "
+                          f"{c.keep_weights!r}")
     if c.workers is not None and c.workers < 1:
         raise ConfigError(f"workers must be >= 1, got {c.workers}")
     if len(c.widths) != 3 or min(c.widths) < 1:

@@ -16,7 +16,7 @@ def run_baseline(climber) -> dict:
 def run_retrain(climber) -> dict:
     """The found architecture trained from fresh weights for as many epochs as the winner got."""
     final = climber.trained["final"]
-    arch, _ = climber.run.load_model(final["model"])
+    arch = climber.run.load_arch(final["model"])
     epochs = final.get("lineage", climber.c.total_epochs)
     return climber.train_one("retrain", arch, None, epochs, part="train_full", eval_part="test",
                              role="retrain")

@@ -81,6 +81,6 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
         e = r["snapshot_ensemble"]
         lines.append(f"snapshot ensemble: test error {e['test_error']:.2f}%, "
                      f"{e['params']:,} params")
-    arch, _ = run.load_model("final")
+    arch = run.load_arch("final")
     lines += ["", "final architecture:", arch.summary()]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ JOURNAL = "journal.jsonl"
 CONFIG = "config.json"
 RESULTS = "results.json"
 MODELS = "models"
+PRUNED = "weights.dropped"  # marker: weights deleted on purpose (keep_weights=best)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -85,10 +86,21 @@ def save_checkpoint(directory: str | Path, arch: Arch, weights: dict[str, torch.
 def load_checkpoint(directory: str | Path) -> tuple[Arch, dict[str, torch.Tensor]]:
     """Read a checkpoint written by `save_checkpoint`."""
     d = Path(directory)
-    if not (d / "arch.json").is_file() or not (d / "weights.safetensors").is_file():
-        raise RunDirError(f"{d} is not a checkpoint (needs arch.json and weights.safetensors)")
-    arch = Arch.from_dict(json.loads((d / "arch.json").read_text()))
+    arch = load_arch(d)
+    if not (d / "weights.safetensors").is_file():
+        raise RunDirError(f"{d} has no weights.safetensors: the run was made with "
+                          "keep_weights=best, which keeps only model_0, each step's best and "
+                          "the final models" if (d / PRUNED).is_file() else
+                          f"{d} is not a checkpoint (needs arch.json and weights.safetensors)")
     return arch, load_file(str(d / "weights.safetensors"))
+
+
+def load_arch(directory: str | Path) -> Arch:
+    """The architecture of a checkpoint (its weights are not read)."""
+    d = Path(directory)
+    if not (d / "arch.json").is_file():
+        raise RunDirError(f"{d} is not a checkpoint (needs arch.json and weights.safetensors)")
+    return Arch.from_dict(json.loads((d / "arch.json").read_text()))
 
 
 class RunDir:
@@ -140,6 +152,21 @@ class RunDir:
     def load_model(self, model_id: str) -> tuple[Arch, dict[str, torch.Tensor]]:
         """Arch and weights of a checkpointed model."""
         return load_checkpoint(self.model_dir(model_id))
+
+    def load_arch(self, model_id: str) -> Arch:
+        """The architecture of a checkpointed model (also after its weights were dropped)."""
+        return load_arch(self.model_dir(model_id))
+
+    def drop_weights(self, model_id: str) -> int:
+        """Delete a model's weights, keeping arch.json; returns the bytes freed (0 if none)."""
+        d = self.model_dir(model_id)
+        w = d / "weights.safetensors"
+        if not w.is_file():
+            return 0
+        size = w.stat().st_size
+        (d / PRUNED).touch()
+        w.unlink()
+        return size
 
     def records(self, event: str | None = None) -> list[dict[str, Any]]:
         """Journal records, optionally only those of one event type."""

@@ -233,7 +233,15 @@ class Climber:
         best = self.pretrain()
         for i in range(1, self.c.n_steps + 1):
             best = self.step(i, best)
+            if self.c.keep_weights == "best":
+                self.drop_losers(i)
         return self.finish(best)
+
+    def drop_losers(self, i: int) -> int:
+        """Delete the weights of step i's candidates that lost (idempotent); returns bytes."""
+        d = self.decided[i]
+        return sum(self.run.drop_weights(m) for m in d["candidates"]
+                   if m != d["best"] and m in self.trained)
 
 
 def open_run(out: str | Path | None, config: SearchConfig, resume: bool) -> RunDir:
@@ -290,7 +298,7 @@ def resume(run_dir: str | Path, callback: Callback | None = None, on_epoch=None,
     run = RunDir.open(run_dir)
     cfg = SearchConfig.from_dict(run.config())
     if overrides:
-        allowed = {"device", "executor", "workers", "ray_address", "threads"}
+        allowed = {"device", "executor", "workers", "ray_address", "threads", "keep_weights"}
         bad = set(overrides) - allowed
         if bad:
             raise RunDirError(f"resume may only change {sorted(allowed)}, not {sorted(bad)}")

@@ -62,7 +62,7 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
 
 
 def _summary(run: RunDir, r: dict[str, Any]) -> dict[str, Any]:
-    arch, _ = run.load_model(r["model"])
+    arch = run.load_arch(r["model"])
     return {"model": r["model"], "test_accuracy": r.get("test_accuracy"),
             "test_loss": r.get("test_loss"), "test_error": _pct(r.get("test_accuracy")),
             "params": r["params"], "epochs": r["epochs"], "epochs_total": r.get("lineage"),
