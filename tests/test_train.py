@@ -103,7 +103,8 @@ def test_constant_mode(monkeypatch):
 @pytest.mark.parametrize("field, value", [
     ("batch_size", 0), ("batch_size", 1.5), ("lr_start", -0.1), ("lr_start", float("nan")),
     ("lr_end", -1.0), ("momentum", 1.0), ("weight_decay", -1e-4), ("sgdr", 1),
-    ("bf16", "yes"), ("threads", 0), ("eval_batch_size", 0)])
+    ("bf16", "yes"), ("threads", 0), ("eval_batch_size", 0), ("crop_pad", -1),
+    ("crop_pad", 1.5)])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
@@ -291,6 +292,24 @@ def test_flip_only_and_determinism():
     assert torch.equal(out, again) and not torch.equal(out, other)
     with pytest.raises(ConfigError):
         random_crop_flip(x[0], 4, torch.Generator())
+
+
+@pytest.mark.parametrize("settings, pads", [
+    ({}, {4}), ({"crop_pad": 2}, {2}), ({"crop_pad": 0}, {0}), ({"augment": False}, set())])
+def test_fit_crops_with_the_configured_padding(monkeypatch, settings, pads):
+    import morphclimb.train as train_mod
+    from morphclimb.config import SearchConfig
+    from morphclimb.nash import train_config
+    seen, real = set(), train_mod.crop_flip
+
+    def spy(x, pad, *rest):
+        seen.add(pad)
+        return real(x, pad, *rest)
+
+    monkeypatch.setattr(train_mod, "crop_flip", spy)
+    cfg = train_config(SearchConfig(**settings, batch_size=32, bf16=False, channels_last=False))
+    fit(small_net(), synthetic(64), epochs=1, config=cfg, mean=MEAN, std=STD, seed=0)
+    assert seen == pads
 
 
 def test_normalise_and_memory_format():

@@ -43,6 +43,7 @@ class SearchConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     augment: bool = True
+    crop_pad: int = 4                 # augmentation: random crops of the image padded by this
     probe_size: int = 256             # images whose statistics initialise new BatchNorms
     bf16: bool | None = None          # None: automatic per device
     channels_last: bool | None = None
@@ -151,7 +152,8 @@ def check(c: SearchConfig) -> None:
     """Raise ConfigError for any value out of range (messages name the key)."""
     for f in fields(c):
         _coerce(f.name, getattr(c, f.name))
-    for key in ("n_steps", "n_nm", "epoch_pretrain", "epoch_neigh", "epoch_final", "probe_size"):
+    for key in ("n_steps", "n_nm", "epoch_pretrain", "epoch_neigh", "epoch_final", "probe_size",
+                "crop_pad"):
         if getattr(c, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(c, key)}")
     for key in ("n_neigh", "batch_size", "eval_batch_size"):

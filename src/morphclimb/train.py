@@ -69,6 +69,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     sgdr: bool = True
     augment: bool = True
+    crop_pad: int = PAD
     bf16: bool | None = None
     channels_last: bool | None = None
     threads: int | None = None
@@ -78,6 +79,8 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size"):
             v = getattr(self, name)
             _check(_is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+        _check(_is_int(self.crop_pad) and self.crop_pad >= 0,
+               f"crop_pad must be an integer >= 0, got {self.crop_pad!r}")
         for name in ("lr_start", "lr_end", "weight_decay"):
             v = getattr(self, name)
             _check(_is_num(v) and v >= 0, f"{name} must be a finite number >= 0, got {v!r}")
@@ -235,7 +238,8 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
         order = torch.randperm(n, generator=gen, device=dev)[: steps * batch]
         losses = torch.zeros(steps, device=dev)
         preds = torch.empty(steps, batch, dtype=torch.int64, device=dev)
-        for i, xb, yb in _epoch_batches(x, y, order, batch, config.augment, gen):
+        pad = config.crop_pad if config.augment else None
+        for i, xb, yb in _epoch_batches(x, y, order, batch, pad, gen):
             for group in opt.param_groups:
                 group["lr"] = config.lr((epoch - 1) * steps + i, total)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s["bf16"]):
@@ -256,14 +260,15 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
     return records
 
 
-def _epoch_batches(x, y, order, batch: int, augment: bool, gen):
-    """(step, uint8 images, labels) for each batch; augments CHUNK batches in one go."""
+def _epoch_batches(x, y, order, batch: int, pad: int | None, gen):
+    """(step, uint8 images, labels) for each batch; with `pad` not None, random crops (after
+    zero-padding by `pad`) and flips, CHUNK batches in one go."""
     steps = len(order) // batch
     for c0 in range(0, steps, CHUNK):
         idx = order[c0 * batch: min(steps, c0 + CHUNK) * batch]
         xs, ys = x[idx], y[idx]
-        if augment:
-            xs = crop_flip(xs, PAD, *crop_flip_indices(len(idx), xs.shape[2], xs.shape[3], PAD,
+        if pad is not None:
+            xs = crop_flip(xs, pad, *crop_flip_indices(len(idx), xs.shape[2], xs.shape[3], pad,
                                                        gen, x.device))
         for k in range(len(idx) // batch):
             yield c0 + k, xs[k * batch:(k + 1) * batch], ys[k * batch:(k + 1) * batch]
