@@ -127,9 +127,13 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="runs/table1")
     ap.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
+    ap.add_argument("--subset", type=int,
+                    help="train on a stratified subset of this many images (default: all 50,000)")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: summarise the runs under --out that have finished")
     args = ap.parse_args()
+    if args.subset is not None:
+        SCALE["subset"] = args.subset
     out = Path(args.out)
     data = None if args.report_only else dataset_path(args.data)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -172,8 +176,29 @@ def main() -> None:
             print(f"|   seed {r['config']['seed']} | {r['runtime_s'] / 60:.1f} | "
                   f"{r['final']['params'] / 1e6:.3f} | {r['final']['test_error']:.2f} | 1 | "
                   f"{r.get('children_failed', 0)} | {curve(summarise([r])['val_curve'])} |")
+    paired = paired_differences(results)
+    for v, d in paired.items():
+        print(f"NASH minus {v}, same seed (same split, model_0 and first children): "
+              f"{d['mean']:+.2f} +/- {d['std']:.2f} points over {d['n']} seeds; NASH lower in "
+              f"{d['nash_better']} of {d['n']}")
+    summary["paired"] = paired
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def paired_differences(results: dict[str, list[dict]]) -> dict[str, dict]:
+    """Test error of NASH minus each other variant, per seed where both finished."""
+    by_seed = {v: {r["config"]["seed"]: r["final"]["test_error"] for r in rs}
+               for v, rs in results.items()}
+    out = {}
+    for v in (v for v in by_seed if v != "nash"):
+        seeds = sorted(set(by_seed.get("nash", {})) & set(by_seed[v]))
+        if len(seeds) < 2:
+            continue
+        diffs = [by_seed["nash"][s] - by_seed[v][s] for s in seeds]
+        out[v] = {"n": len(diffs), "mean": statistics.mean(diffs),
+                  "std": statistics.stdev(diffs), "nash_better": sum(d < 0 for d in diffs)}
+    return out
 
 
 if __name__ == "__main__":
