@@ -2,10 +2,14 @@
 
 Runs every (variant, seed) as a normal morphclimb search into runs/table1/<variant>-s<seed>
 (finished runs are skipped and killed ones resumed, so the script can be re-run), then prints
-test error mean +/- std, parameters and runtime per variant, in the shape of the paper's table.
+test error mean +/- std, parameters and runtime per variant, in the shape of the paper's table,
+and the per-seed paired differences. BENCHMARKS.md has the results.
 
-    .venv/bin/python benchmarks/cpu_table1.py                 # 3 seeds, all three variants
-    .venv/bin/python benchmarks/cpu_table1.py --seeds 0 --variants nash
+    .venv/bin/python benchmarks/cpu_table1.py                 # seeds 0 1 2, all three variants
+    # as in BENCHMARKS.md: 5 seeds, two runs at a time with one thread each (2 cores)
+    .venv/bin/python benchmarks/cpu_table1.py --threads 1 --variants nash --seeds 0 1 2 3 4 &
+    .venv/bin/python benchmarks/cpu_table1.py --threads 1 --variants nosgdr random --seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/cpu_table1.py --report-only --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
