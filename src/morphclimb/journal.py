@@ -89,8 +89,9 @@ def load_checkpoint(directory: str | Path) -> tuple[Arch, dict[str, torch.Tensor
     arch = load_arch(d)
     if not (d / "weights.safetensors").is_file():
         raise RunDirError(f"{d} has no weights.safetensors: the run was made with "
-                          "keep_weights=best, which keeps only model_0, each step's best and "
-                          "the final models" if (d / PRUNED).is_file() else
+                          "keep_weights=best, which deletes the weights of the models that "
+                          "lost their step (only their arch.json is kept)"
+                          if (d / PRUNED).is_file() else
                           f"{d} is not a checkpoint (needs arch.json and weights.safetensors)")
     return arch, load_file(str(d / "weights.safetensors"))
 

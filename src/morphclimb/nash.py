@@ -51,8 +51,9 @@ def train_config(c: SearchConfig, sgdr: bool = True) -> TrainConfig:
     """The trainer settings of a search config (SGDR on unless asked otherwise)."""
     return TrainConfig(batch_size=c.batch_size, lr_start=c.lr_start, lr_end=c.lr_end,
                        momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay,
-                       sgdr=sgdr, augment=c.augment, crop_pad=c.crop_pad, bf16=c.bf16, channels_last=c.channels_last,
-                       threads=c.threads, eval_batch_size=c.eval_batch_size)
+                       sgdr=sgdr, augment=c.augment, crop_pad=c.crop_pad, bf16=c.bf16,
+                       channels_last=c.channels_last, threads=c.threads,
+                       eval_batch_size=c.eval_batch_size)
 
 
 def load_split(c: SearchConfig, progress: bool = False):
