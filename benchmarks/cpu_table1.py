@@ -102,7 +102,11 @@ def check_scale(run_dir: Path, cfg: dict) -> None:
     """Stop if a run under --out was made at another SCALE (it must not mix into the table)."""
     stale = {k: (cfg.get(k), v) for k, v in SCALE.items()
              if k != "n_neigh" and cfg.get(k) != (list(v) if isinstance(v, tuple) else v)}
-    if IMAGE_SIZE != 32 and not str(cfg.get("dataset")).endswith(f"-{IMAGE_SIZE}px.npz"):
+    want = SCALE.get("dataset")  # set by --data; else the downsampled shared copy
+    if want is not None and cfg.get("dataset") != want:
+        stale["dataset"] = (cfg.get("dataset"), want)
+    elif want is None and IMAGE_SIZE != 32 and not str(cfg.get("dataset")).endswith(
+            f"-{IMAGE_SIZE}px.npz"):
         stale["dataset"] = (cfg.get("dataset"), f"...-{IMAGE_SIZE}px.npz")
     if stale:
         raise SystemExit(f"{run_dir} was run at another scale (found, wanted: {stale}); "
@@ -138,11 +142,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.subset is not None:
         SCALE["subset"] = args.subset
+    if args.data:
+        SCALE["dataset"] = args.data
     out = Path(args.out)
     data = None if args.report_only else dataset_path(args.data)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"threads per new run {args.threads or torch.get_num_threads()}, torch {torch.__version__}")
-    print(f"scale: {SCALE}, images {IMAGE_SIZE}x{IMAGE_SIZE}")
+    print(f"scale: {SCALE}, images {IMAGE_SIZE}x{IMAGE_SIZE} (unless --data)")
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
     for seed in args.seeds:
         for v in args.variants:
