@@ -102,11 +102,9 @@ def check_scale(run_dir: Path, cfg: dict) -> None:
     """Stop if a run under --out was made at another SCALE (it must not mix into the table)."""
     stale = {k: (cfg.get(k), v) for k, v in SCALE.items()
              if k != "n_neigh" and cfg.get(k) != (list(v) if isinstance(v, tuple) else v)}
-    want = SCALE.get("dataset")  # set by --data; else the downsampled shared copy
-    if want is not None and cfg.get("dataset") != want:
-        stale["dataset"] = (cfg.get("dataset"), want)
-    elif want is None and IMAGE_SIZE != 32 and not str(cfg.get("dataset")).endswith(
-            f"-{IMAGE_SIZE}px.npz"):
+    # SCALE holds "dataset" when --data named one; else it must be the downsampled shared copy
+    if ("dataset" not in SCALE and IMAGE_SIZE != 32
+            and not str(cfg.get("dataset")).endswith(f"-{IMAGE_SIZE}px.npz")):
         stale["dataset"] = (cfg.get("dataset"), f"...-{IMAGE_SIZE}px.npz")
     if stale:
         raise SystemExit(f"{run_dir} was run at another scale (found, wanted: {stale}); "

@@ -238,11 +238,12 @@ class Climber:
                 self.drop_losers(i)
         return self.finish(best)
 
-    def drop_losers(self, i: int) -> int:
-        """Delete the weights of step i's candidates that lost (idempotent); returns bytes."""
+    def drop_losers(self, i: int) -> None:
+        """Delete the weights of step i's candidates that lost (idempotent)."""
         d = self.decided[i]
-        return sum(self.run.drop_weights(m) for m in d["candidates"]
-                   if m != d["best"] and m in self.trained)
+        for m in d["candidates"]:
+            if m != d["best"] and m in self.trained:
+                self.run.drop_weights(m)
 
 
 def open_run(out: str | Path | None, config: SearchConfig, resume: bool) -> RunDir:

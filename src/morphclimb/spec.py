@@ -237,7 +237,6 @@ def format_table(nodes, shapes: dict, params=None) -> str:
     return "\n".join(lines)
 
 
-
 # --------------------------------------------------------------------------- validation
 def _fail(node: Node | str, problem: str, nodes, shapes=None) -> ArchError:
     name = node.id if isinstance(node, Node) else node

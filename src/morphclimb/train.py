@@ -233,12 +233,12 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
                           nesterov=config.nesterov, weight_decay=config.weight_decay)
     model.train()
     records = []
+    pad = config.crop_pad if config.augment else None  # None: no augmentation
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen, device=dev)[: steps * batch]
         losses = torch.zeros(steps, device=dev)
         preds = torch.empty(steps, batch, dtype=torch.int64, device=dev)
-        pad = config.crop_pad if config.augment else None
         for i, xb, yb in _epoch_batches(x, y, order, batch, pad, gen):
             for group in opt.param_groups:
                 group["lr"] = config.lr((epoch - 1) * steps + i, total)
