@@ -61,14 +61,16 @@ def test_config_file_errors(tmp_path):
 
 def test_journal_appends_and_drops_a_torn_last_line(tmp_path):
     j = Journal(tmp_path / "j.jsonl")
-    j.append({"event": "a", "x": 1})
-    j.append({"event": "b", "x": float("nan")})
+    j.append({"event": "run_started", "config": {}})
+    j.append({"event": "child_failed", "model": "s01c1", "x": float("nan")})
     with open(j.path, "a") as f:
-        f.write('{"event": "c", "x"')          # killed mid-write
+        f.write('{"event": "run_resumed", "x"')          # killed (or being written) mid-line
+    before = j.path.read_bytes()
     recs = j.read()
-    assert [r["event"] for r in recs] == ["a", "b"]
-    j.append({"event": "d"})
-    assert [r["event"] for r in j.read()] == ["a", "b", "d"]
+    assert [r["event"] for r in recs] == ["run_started", "child_failed"]
+    assert j.path.read_bytes() == before                  # a reader never changes the run
+    j.append({"event": "run_resumed"})                     # the writer cuts the torn tail
+    assert [r["event"] for r in j.read()] == ["run_started", "child_failed", "run_resumed"]
 
 
 def test_checkpoint_round_trip_is_exact_and_not_a_pickle(tmp_path):

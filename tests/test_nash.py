@@ -19,6 +19,7 @@ from conftest import TINY
 from morphclimb.config import SearchConfig
 from morphclimb.journal import RunDir
 from morphclimb.nash import Climber, hill_climb
+from morphclimb.state import RunState
 
 CLI = [sys.executable, "-m", "morphclimb.cli"]
 
@@ -125,7 +126,7 @@ def _rec(model, acc, loss=1.0):
 
 def _climber():
     c = Climber.__new__(Climber)
-    c.decided = {}
+    c.state = RunState()
     c.log = lambda rec: rec
     return c
 
@@ -215,7 +216,7 @@ def test_unwritable_output_directory_exits_2(tmp_path, tiny_npz):
 
 def test_existing_run_is_not_overwritten(tmp_path, tiny_npz):
     run = RunDir.create(tmp_path / "run", {"x": 1})
-    run.journal.append({"event": "run_started"})
+    run.journal.append({"event": "run_started", "config": {"x": 1}})
     res = _run_cli(["search", "--dataset", tiny_npz, "--out", str(tmp_path / "run")],
                    timeout=120)
     assert res.returncode == 2 and "morphclimb resume" in res.stderr

@@ -124,7 +124,7 @@ def test_report_several_runs_via_cli(finished_run, tmp_path, capsys):
 def test_progress_matches_journal(finished_run):
     from morphclimb.journal import RunDir
     recs = RunDir(finished_run).records()
-    prog = progress(recs)
+    prog = progress(RunDir(finished_run).state())
     decided = [r for r in recs if r["event"] == "step_decided"]
     assert [b["model"] for b in prog.best] == ["m0"] + [d["best"] for d in decided]
     assert [s["step"] for s in prog.starts] == [1, 2]

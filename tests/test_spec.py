@@ -151,3 +151,52 @@ def test_forward_walks_a_precomputed_order():
     net = mc.build(a)
     assert len(net._steps) == len(a.nodes) - 1
     assert Node("x", "relu", ("input",)).describe() == "relu"
+
+
+def every_op() -> Arch:
+    """A small network with one node of every op (conv with and linear without bias)."""
+    return Arch((Node("input", "input", channels=3, size=(8, 8)),
+                 Node("c1", "conv", ("input",), channels=4, kernel=3),
+                 Node("b1", "bn", ("c1",)), Node("r1", "relu", ("b1",)),
+                 Node("p1", "maxpool", ("r1",), kernel=2),
+                 Node("c2", "conv", ("p1",), channels=4, kernel=1, bias=True),
+                 Node("a1", "add", ("p1", "c2", "p1")),
+                 Node("cat", "concat", ("a1", "p1")), Node("g", "gap", ("cat",)),
+                 Node("fc", "linear", ("g",), channels=5, bias=False)), "fc")
+
+
+def test_op_tables_agree_with_the_modules():
+    """spec.OPS names each op's weights; build.LAYERS' modules must hold exactly those."""
+    from morphclimb.build import LAYERS, expected_shapes
+    from morphclimb.spec import OPS
+    a = every_op()
+    assert {n.op for n in a.nodes} == set(OPS) == set(LAYERS)
+    net = mc.build(a, seed=0)
+    assert [(k, tuple(v.shape)) for k, v in net.state_dict().items()] == list(
+        expected_shapes(a).items())
+    assert sum(p.numel() for p in net.parameters()) == a.num_params == 4 * 27 + 8 + 20 + 3 + 40
+
+
+def test_layer_run_computes_what_the_module_computes_in_train_mode():
+    """build.LAYERS[op].run (what the morphisms run a probe through) == the module, bit for bit."""
+    from morphclimb.build import LAYERS, key
+    a = every_op()
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(v.shape, generator=g, dtype=torch.float64) if v.is_floating_point()
+          else v for k, v in mc.build(a).state_dict().items()}
+    sd["layers.b1.running_var"] = sd["layers.b1.running_var"].abs()
+    net = mc.build(a, sd).train()
+    seen = {}
+
+    def keep(node_id):
+        def hook(module, inputs, output):
+            seen[node_id] = inputs, output
+        return hook
+
+    for node_id, layer in net.layers.items():
+        layer.register_forward_hook(keep(node_id))
+    net(torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64))
+    for n in a.nodes[1:]:
+        xs, y = seen[n.id]
+        w = {name: sd[key(n.id, name)] for name in a.weight_shapes(n.id)}
+        assert torch.equal(LAYERS[n.op].run(n, list(xs), w), y), n.id

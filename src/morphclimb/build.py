@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ArchError
-from .spec import Arch, Node, has_bias
+from .spec import Arch, Node, Shape, has_bias
 
-PREFIX = "layers."
+PREFIX = "layers."  # state-dict keys are PREFIX + node id + "." + weight name
+BN_EPS = 1e-5  # the eps of every BatchNorm (PyTorch's default)
+
+
+def weighted_sum(xs: list[torch.Tensor] | tuple, weight: torch.Tensor) -> torch.Tensor:
+    """xs[0] * weight[0] + xs[1] * weight[1] + ..., in that order, in the inputs' dtype."""
+    w = weight.to(xs[0].dtype)
+    out = xs[0] * w[0]
+    for k in range(1, len(xs)):
+        out = out + xs[k] * w[k]
+    return out
 
 
 class WeightedAdd(nn.Module):
@@ -21,11 +33,7 @@ class WeightedAdd(nn.Module):
         self.weight = nn.Parameter(torch.ones(n))
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(xs[0].dtype)
-        out = xs[0] * w[0]
-        for k in range(1, len(xs)):
-            out = out + xs[k] * w[k]
-        return out
+        return weighted_sum(xs, self.weight)
 
 
 class Concat(nn.Module):
@@ -42,30 +50,47 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+class Layer(NamedTuple):
+    """The torch side of an op (its fields, shapes and weight names are in spec.OPS).
+
+    `make(node, input shapes)` is the module; its state dict must hold exactly the weights
+    spec.OPS names. `run(node, inputs, weights)` computes the same as a function of the node's
+    weights (name -> tensor), BatchNorm with batch statistics as the module in train mode;
+    the morphisms run probe batches through it.
+    """
+
+    make: Callable[[Node, list[Shape]], nn.Module]
+    run: Callable[[Node, list[torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor] | None
+
+
+LAYERS: dict[str, Layer] = {
+    "input": Layer(lambda n, ins: nn.Identity(), None),  # fed, not run
+    "conv": Layer(
+        lambda n, ins: nn.Conv2d(ins[0][0], n.channels, n.kernel, padding=n.kernel // 2,
+                                 bias=has_bias(n)),
+        lambda n, xs, w: F.conv2d(xs[0], w["weight"], w.get("bias"), padding=n.kernel // 2)),
+    "bn": Layer(
+        lambda n, ins: nn.BatchNorm2d(ins[0][0], eps=BN_EPS),
+        lambda n, xs, w: F.batch_norm(xs[0], None, None, w["weight"], w["bias"], training=True,
+                                      eps=BN_EPS)),
+    "relu": Layer(lambda n, ins: nn.ReLU(), lambda n, xs, w: F.relu(xs[0])),
+    "maxpool": Layer(lambda n, ins: nn.MaxPool2d(n.kernel, n.kernel),
+                     lambda n, xs, w: F.max_pool2d(xs[0], n.kernel, n.kernel)),
+    "add": Layer(lambda n, ins: WeightedAdd(len(ins)),
+                 lambda n, xs, w: weighted_sum(xs, w["weight"])),
+    "concat": Layer(lambda n, ins: Concat(), lambda n, xs, w: torch.cat(xs, dim=1)),
+    "gap": Layer(lambda n, ins: GlobalAvgPool(), lambda n, xs, w: xs[0].mean(dim=(2, 3))),
+    "linear": Layer(
+        lambda n, ins: nn.Linear(ins[0][0], n.channels, bias=has_bias(n)),
+        lambda n, xs, w: F.linear(xs[0], w["weight"], w.get("bias"))),
+}
+
+
 def make_layer(arch: Arch, node: Node) -> nn.Module:
     """The torch module for one node of `arch` (input channels inferred from the spec)."""
-    op = node.op
-    if op == "conv":
-        cin = arch.channels(node.inputs[0])
-        return nn.Conv2d(cin, node.channels, node.kernel, padding=node.kernel // 2,
-                         bias=has_bias(node))
-    if op == "bn":
-        return nn.BatchNorm2d(arch.channels(node.id))
-    if op == "relu":
-        return nn.ReLU()
-    if op == "maxpool":
-        return nn.MaxPool2d(node.kernel, node.kernel)
-    if op == "add":
-        return WeightedAdd(len(node.inputs))
-    if op == "concat":
-        return Concat()
-    if op == "gap":
-        return GlobalAvgPool()
-    if op == "linear":
-        return nn.Linear(arch.channels(node.inputs[0]), node.channels, bias=has_bias(node))
-    if op == "input":
-        return nn.Identity()
-    raise ArchError(f"node '{node.id}': no builder for op '{op}'")
+    if node.op not in LAYERS:
+        raise ArchError(f"node '{node.id}': no builder for op '{node.op}'")
+    return LAYERS[node.op].make(node, [arch.shapes[i] for i in node.inputs])
 
 
 class Network(nn.Module):
@@ -137,23 +162,36 @@ def build(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None = None, *,
     return net
 
 
-def load_weights(net: Network, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Load weights into `net`, with an error that lists every missing, extra or misshapen key."""
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    extra = sorted(set(state_dict) - set(own))
-    bad = sorted(k for k in set(own) & set(state_dict)
-                 if tuple(own[k].shape) != tuple(state_dict[k].shape))
+def key(node_id: str, name: str) -> str:
+    """The state-dict key of one weight of one node."""
+    return f"{PREFIX}{node_id}.{name}"
+
+
+def expected_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
+    """State-dict key -> tensor shape that build(arch) has."""
+    return {key(n.id, name): shape for n in arch.nodes
+            for name, shape in arch.weight_shapes(n.id).items()}
+
+
+def check_weights(arch: Arch, state_dict: Mapping[str, torch.Tensor],
+                  error: type[Exception] = ArchError) -> None:
+    """Raise `error` unless `state_dict` has exactly the keys and shapes of build(arch)."""
+    want = expected_shapes(arch)
+    missing = sorted(set(want) - set(state_dict))
+    extra = sorted(set(state_dict) - set(want))
+    bad = sorted(k for k in set(want) & set(state_dict) if tuple(state_dict[k].shape) != want[k])
     if missing or extra or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:8]}")
-        if extra:
-            parts.append(f"unexpected {extra[:8]}")
+        parts = [f"missing {missing[:8]}"] if missing else []
+        parts += [f"unexpected {extra[:8]}"] if extra else []
         if bad:
             parts.append("wrong shape " + ", ".join(
-                f"{k}: {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}" for k in bad[:8]))
-        raise ArchError("weights do not fit the architecture: " + "; ".join(parts))
+                f"{k}: {tuple(state_dict[k].shape)} != {want[k]}" for k in bad[:8]))
+        raise error("the weights do not fit the architecture: " + "; ".join(parts))
+
+
+def load_weights(net: Network, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load weights into `net`, with an error that lists every missing, extra or misshapen key."""
+    check_weights(net.arch, state_dict)
     net.load_state_dict(dict(state_dict), strict=True)
 
 

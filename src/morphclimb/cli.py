@@ -48,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
                                 "bundled mini CIFAR-10)"))
     p = sub.add_parser("resume", help="continue a killed search from its run directory")
     p.add_argument("run_dir")
+    p.add_argument("--retry-failed", action="store_true", help="train again the failed "
+                   "trainings of steps not yet decided (journaled; the way forward when every "
+                   "candidate of a step failed)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a training setting for the trainings still to come (journaled), "
+                   "e.g. --set lr_start=0.01; keys: " + ", ".join(_resume_keys()))
     _exec_args(p)
     p = sub.add_parser("retrain", help="retrain the found architecture from scratch (Table 2)")
     p.add_argument("run_dir")
@@ -64,12 +70,28 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="a run's summary and final architecture")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print results.json instead")
+    p = sub.add_parser("predict", help="top classes of image files (or folders of them) by a "
+                       "run's model or snapshot ensemble")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--model", default="final", help="model id in the run (default final)")
+    p.add_argument("--ensemble", choices=["snapshot"], help="average the snapshot ensemble's "
+                   "members instead of one model")
+    p.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
+    p.add_argument("--device")
+    p.add_argument("--out", help="also write the predictions to this .csv or .json file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     try:
         from .report_cli import add_commands
         add_commands(sub)
     except ImportError:
         pass
     return ap
+
+
+def _resume_keys() -> list[str]:
+    from .nash import EXEC_KEYS, TRAIN_KEYS
+    return sorted(set(TRAIN_KEYS) | set(EXEC_KEYS))
 
 
 def _exec_overrides(args) -> dict:
@@ -98,10 +120,12 @@ def cmd_search(args) -> int:
 
 def cmd_resume(args) -> int:
     from .cli_progress import Progress
+    from .config import parse_sets
     from .nash import resume
     prog = Progress(args.quiet)
     res = resume(args.run_dir, callback=prog.event, on_epoch=prog.epoch,
-                 **_exec_overrides(args))
+                 retry_failed=args.retry_failed,
+                 **{**parse_sets(args.set), **_exec_overrides(args)})
     _print_result(res.results)
     return 0
 
@@ -122,7 +146,7 @@ def _print_result(r: dict) -> None:
 
 def cmd_extra(args, what: str) -> int:
     from .cli_progress import Progress
-    from .extras_cli import run_extra
+    from .commands import run_extra
     prog = Progress(args.quiet)
     r = run_extra(args.run_dir, what, _exec_overrides(args), prog)
     _print_result(r)
@@ -144,7 +168,7 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .extras_cli import evaluate_run
+    from .commands import evaluate_run
     r = evaluate_run(args.run_dir, args.model, args.part, args.device)
     print(f"{args.model} on {args.part} ({r['n']} images): accuracy {100 * r['accuracy']:.2f}%, "
           f"error {100 * (1 - r['accuracy']):.2f}%, loss {r['loss']:.4f}")
@@ -152,13 +176,28 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .extras_cli import show_run
+    from .commands import show_run
     print(show_run(args.run_dir, as_json=args.json))
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .predict import check_out, check_top, predict, write
+    check_top(args.top)
+    if args.out:
+        check_out(args.out, args.run_dir, args.force)
+    pred = predict(args.run_dir, args.images, model=args.model, ensemble=args.ensemble,
+                   device=args.device)
+    for name, top in zip(pred.images, pred.top(args.top), strict=True):
+        print(f"{name}: " + ", ".join(f"{c} {p:.4f}" for c, p in top))
+    if args.out:
+        path = write(pred, args.out, args.top, force=args.force)
+        print(f"wrote {len(pred.images)} predictions to {path}")
+    return 0
+
+
 COMMANDS = {"search": cmd_search, "resume": cmd_resume, "ensemble": cmd_ensemble,
-            "evaluate": cmd_evaluate, "show": cmd_show,
+            "evaluate": cmd_evaluate, "show": cmd_show, "predict": cmd_predict,
             "retrain": lambda a: cmd_extra(a, "retrain")}
 
 

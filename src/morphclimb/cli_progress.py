@@ -8,6 +8,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .events import LIVE_ONLY, Event
+from .state import RunState
+
 
 class Progress:
     """Renders search events (step i/n, child j/k) and epochs (loss, accuracy, time)."""
@@ -20,6 +23,7 @@ class Progress:
         self.bar: tqdm | None = None
         self.n_steps = 0
         self.active: dict[str, tuple[float, int]] = {}   # model -> (start time, epochs)
+        self.state = RunState()   # the journal records seen, replayed as the search does
 
     def line(self, text: str) -> None:
         """One log line (kept above any live bar)."""
@@ -40,37 +44,46 @@ class Progress:
 
     def event(self, e: dict[str, Any]) -> None:
         """Handle one search event."""
-        kind = e.get("event")
-        if kind == "run_started":
+        kind = Event(e["event"])
+        if kind not in LIVE_ONLY:
+            self.state.apply(e)
+        if kind is Event.RUN_STARTED:
             self.n_steps = e["config"]["n_steps"]
-            self.line(f"search on {e['dataset'].get('name')} -> run directory ready")
-        elif kind == "run_resumed":
+            self.line(f"search on {(e.get('dataset') or {}).get('name')} -> run directory ready")
+        elif kind is Event.RUN_RESUMED:
             self.line("resuming: finished trainings are taken from the journal")
-        elif kind == "step_start":
+        elif kind is Event.CONFIG_CHANGED:
+            self.line("settings changed on resume: " + ", ".join(
+                f"{k}={v}" for k, v in e["changes"].items()))
+        elif kind is Event.FAILURES_RETRIED:
+            self.line(f"retrying {len(e['models'])} failed training(s): "
+                      + ", ".join(e["models"]))
+        elif kind is Event.STEP_START:
             self.n_steps = e["n_steps"]
             self.line(f"step {e['step']}/{e['n_steps']}")
-        elif kind == "train_start":
+        elif kind is Event.TRAIN_START:
             self.active[e["model"]] = (time.perf_counter(), e["epochs"])
             self.line(f"{self._label(e)}: training {e['epochs']} epoch(s)")
             if self.tty and not self.quiet and e["epochs"] > 0 and len(self.active) == 1:
                 self.bar = tqdm(total=e["epochs"], desc=e["model"], unit="ep", leave=False,
                                 file=self.stream, dynamic_ncols=True, mininterval=0)
-        elif kind == "model_trained":
+        elif kind is Event.MODEL_TRAINED:
             self.active.pop(e["model"], None)
             self._close_bar()
             metric = next((k for k in ("val_accuracy", "test_accuracy") if k in e), None)
             acc = f"{metric.split('_')[0]} acc {100 * e[metric]:.2f}%" if metric else ""
-            self.line(f"{e['model']}: {acc}, {e['params']:,} params, {e['seconds']:.1f}s")
-        elif kind == "child_failed":
+            self.line(f"{e['model']}: {acc}, {e['params']:,} params, "
+                      f"{e.get('seconds', 0.0):.1f}s")
+        elif kind is Event.CHILD_FAILED:
             self.active.pop(e["model"], None)
             self._close_bar()
-            reason = (e.get("reason") or "").splitlines()[0]
+            reason = (e.get("reason") or "").splitlines()[0] if e.get("reason") else "?"
             self.line(f"{e['model']}: FAILED ({reason}); the step goes on without it")
-        elif kind == "step_decided":
-            kept = "kept" if e["best"].endswith("inc") else "moved to"
+        elif kind is Event.STEP_DECIDED:
+            kept = "kept" if self.state.kept_incumbent(e["step"]) else "moved to"
             self.line(f"step {e['step']}: {kept} {e['best']} (val acc "
                       f"{100 * e['val_accuracy']:.2f}%, {e['params']:,} params)")
-        elif kind == "ensemble_evaluated":
+        elif kind is Event.ENSEMBLE_EVALUATED:
             self.line(f"snapshot ensemble of {len(e['members'])}: test acc "
                       f"{100 * e['test_accuracy']:.2f}%")
 

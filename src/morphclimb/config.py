@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -148,29 +149,67 @@ def _coerce(key: str, value: Any) -> Any:
     raise ConfigError(f"{key}: expected {names}, got {value!r}")
 
 
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_training(t: Any) -> None:
+    """The rules for training settings, shared by SearchConfig and train.TrainConfig.
+
+    `t` is any object with the training fields as attributes (batch_size, lr_start, ...);
+    raises ConfigError naming the key. This is the one place these rules live.
+    """
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+    for name in ("batch_size", "eval_batch_size"):
+        v = getattr(t, name)
+        need(_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+    need(_int(t.crop_pad) and t.crop_pad >= 0,
+         f"crop_pad must be an integer >= 0, got {t.crop_pad!r}")
+    need(_finite(t.lr_start) and t.lr_start > 0,
+         f"lr_start must be a finite number > 0, got {t.lr_start!r}")
+    need(_finite(t.lr_end) and t.lr_end >= 0,
+         f"lr_end must be a finite number >= 0, got {t.lr_end!r}")
+    need(t.lr_end <= t.lr_start, f"lr_end ({t.lr_end}) must not exceed lr_start "
+         f"({t.lr_start}): SGDR anneals downwards")
+    need(_finite(t.weight_decay) and t.weight_decay >= 0,
+         f"weight_decay must be a finite number >= 0, got {t.weight_decay!r}")
+    need(_finite(t.momentum) and 0 <= t.momentum < 1,
+         f"momentum must be in [0, 1), got {t.momentum!r}")
+    for name in ("nesterov", "augment"):
+        v = getattr(t, name)
+        need(isinstance(v, bool), f"{name} must be true or false, got {v!r}")
+    for name in ("bf16", "channels_last"):
+        v = getattr(t, name)
+        need(v is None or isinstance(v, bool), f"{name} must be true, false or null (auto), "
+             f"got {v!r}")
+    need(t.threads is None or (_int(t.threads) and t.threads >= 1),
+         f"threads must be a positive integer or null (auto), got {t.threads!r}")
+    need(not (t.nesterov and t.momentum == 0),
+         "nesterov=true needs momentum > 0 (set nesterov=false for plain SGD)")
+
+
 def check(c: SearchConfig) -> None:
     """Raise ConfigError for any value out of range (messages name the key)."""
     for f in fields(c):
         _coerce(f.name, getattr(c, f.name))
+    check_training(c)
     for key in ("n_steps", "n_nm", "epoch_pretrain", "epoch_neigh", "epoch_final", "probe_size",
-                "crop_pad"):
+                "seed", "split_seed"):
         if getattr(c, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(c, key)}")
-    for key in ("n_neigh", "batch_size", "eval_batch_size"):
-        if getattr(c, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {getattr(c, key)}")
-    if c.lr_start <= 0 or c.lr_end < 0:
-        raise ConfigError(f"learning rates must be positive: lr_start={c.lr_start}, "
-                          f"lr_end={c.lr_end}")
-    if c.lr_end > c.lr_start:
-        raise ConfigError(f"lr_end ({c.lr_end}) must not exceed lr_start ({c.lr_start}): "
-                          "SGDR anneals downwards")
-    if not 0 <= c.momentum < 1 or c.weight_decay < 0:
-        raise ConfigError(f"momentum must be in [0, 1) and weight_decay >= 0, got "
-                          f"{c.momentum}, {c.weight_decay}")
+    if c.seed >= 2**63 or c.split_seed >= 2**63:
+        raise ConfigError(f"seed and split_seed must be < 2**63, got {c.seed}, {c.split_seed}")
+    if c.n_neigh < 1:
+        raise ConfigError(f"n_neigh must be >= 1, got {c.n_neigh}")
     if c.subset is not None and c.subset < 2:
         raise ConfigError(f"subset must be at least 2 images, got {c.subset}")
-    if c.val is not None and c.val <= 0:
+    if c.val is not None and (not math.isfinite(c.val) or c.val <= 0):
         raise ConfigError(f"val must be a count >= 1 or a fraction in (0, 1), got {c.val}")
     if c.executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {c.executor!r}")
@@ -210,12 +249,19 @@ def resolve(preset: str | None = "demo", file: str | Path | None = None,
     if file is not None:
         values.update(_known(load_file(file)))
     values.update(_known(dict(overrides or {})))
-    for item in sets or []:
+    values.update(parse_sets(sets or []))
+    return SearchConfig.from_dict(values)
+
+
+def parse_sets(sets: list[str]) -> dict[str, Any]:
+    """`key=value` strings (the CLI's --set) as a dict of checked values."""
+    values = {}
+    for item in sets:
         if "=" not in item:
             raise ConfigError(f"--set needs key=value, got {item!r}")
         key, text = item.split("=", 1)
         values[key.strip()] = parse_value(key.strip(), text.strip())
-    return SearchConfig.from_dict(values)
+    return values
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

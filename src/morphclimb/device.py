@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Hashable, Iterator
 from functools import lru_cache
 
 import torch
@@ -107,14 +108,54 @@ def num_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+_cudnn_lock = threading.Lock()
+_cudnn_users = 0          # CUDA blocks of speed_settings open now (in any thread)
+_cudnn_before = False     # cudnn.benchmark as it was before the first of them
+
+
 @contextlib.contextmanager
 def speed_settings(device: torch.device, threads: int | None) -> Iterator[None]:
-    """Threads (see num_threads) and, on CUDA, cuDNN autotuning for the block; both restored."""
-    before = torch.backends.cudnn.benchmark
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    """Threads (see num_threads) and, on CUDA, cuDNN autotuning for the block; both restored.
+
+    cudnn.benchmark is process-wide: with blocks open in several threads at once (the stream
+    executor), it is switched on by the first and restored when the last one ends.
+    """
+    global _cudnn_users, _cudnn_before
+    cuda = device.type == "cuda"
+    if cuda:
+        with _cudnn_lock:
+            if _cudnn_users == 0:
+                _cudnn_before = torch.backends.cudnn.benchmark
+            _cudnn_users += 1
+            torch.backends.cudnn.benchmark = True
     try:
         with num_threads(threads):
             yield
     finally:
-        torch.backends.cudnn.benchmark = before
+        if cuda:
+            with _cudnn_lock:
+                _cudnn_users -= 1
+                if _cudnn_users == 0:
+                    torch.backends.cudnn.benchmark = _cudnn_before
+
+
+_streams: dict[tuple, torch.cuda.Stream] = {}
+_streams_lock = threading.Lock()
+
+
+def side_stream(device: torch.device | str, key: Hashable) -> torch.cuda.Stream:
+    """A CUDA stream of `device` kept for `key` and handed out again for it, never to another key.
+
+    PyTorch hands out pooled streams round-robin (32 per device), so asking for a new stream
+    per training run would sooner or later give one that another thread is using, fatal
+    during a CUDA graph capture. Holding one stream per key (an executor slot, a thread)
+    keeps the number of streams asked for small and each one private to its user.
+    """
+    dev = torch.device(device)
+    if dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    with _streams_lock:
+        stream = _streams.get((dev.index, key))
+        if stream is None:
+            stream = _streams[(dev.index, key)] = torch.cuda.Stream(dev)
+        return stream

@@ -1,4 +1,5 @@
-"""Snapshot ensembles (each step's best, trained on train+val) and ensembles across runs."""
+"""Ensembles: averaged softmax of several models, scored on a test set (one run's snapshot
+members, or the final models of several runs)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from .build import build
 from .errors import RunDirError
+from .events import FINAL
 from .journal import RunDir
 
 
@@ -20,7 +22,8 @@ def ensemble_proba(models: list[torch.nn.Module], x: np.ndarray, mean, std,
     return np.mean(probs, axis=0)
 
 
-def _evaluate_members(run: RunDir, member_ids: list[str], data, mean, std, device) -> dict:
+def evaluate_members(run: RunDir, member_ids: list[str], data, mean, std, device) -> dict:
+    """Test accuracy, loss and parameter count of the ensemble of `member_ids` on `data`."""
     models, params = [], 0
     for mid in member_ids:
         arch, w = run.load_model(mid)
@@ -32,44 +35,23 @@ def _evaluate_members(run: RunDir, member_ids: list[str], data, mean, std, devic
     return {"members": member_ids, "test_accuracy": acc, "test_loss": nll, "params": params}
 
 
-def run_snapshot_ensemble(climber) -> dict:
-    """Train each earlier step's best on train + validation, then ensemble them with the final."""
-    done = climber.run.records("ensemble_evaluated")
-    if done:
-        return done[-1]
-    c = climber.c
-    members = []
-    for i in range(1, c.n_steps):
-        best = climber.trained[climber.decided[i]["best"]]
-        arch, w = climber.run.load_model(best["model"])
-        rec = climber.train_one(f"snap{i:02d}", arch, w, c.epoch_final, part="train_full",
-                                eval_part="test", role="snapshot", step=i,
-                                parent=best["model"], lineage=best.get("lineage", 0))
-        members.append(rec["model"])
-    members.append("final")
-    from .device import resolve_device
-    res = _evaluate_members(climber.run, members, climber.split.test, climber.split.mean,
-                            climber.split.std, resolve_device(c.device))
-    return climber.log({"event": "ensemble_evaluated", "kind": "snapshot", **res})
-
-
 def ensemble_across_runs(run_dirs: list[str | Path], device=None) -> dict:
     """Ensemble the final models of several finished runs on the same dataset's test set."""
     from .config import SearchConfig
-    from .nash import load_split
+    from .data.load import load_split
     runs = [RunDir.open(p) for p in run_dirs]
-    cfgs = [SearchConfig.from_dict(r.config()) for r in runs]
+    cfgs = [SearchConfig.from_dict(r.state().config(r.config())) for r in runs]
     keys = {(c.dataset, c.data_root) for c in cfgs}
     if len(keys) > 1:
         raise RunDirError(f"runs use different datasets {sorted(map(str, keys))}; an ensemble "
                           "needs one test set")
     for r in runs:
-        if not r.records("run_finished"):
+        if r.state().finished is None:
             raise RunDirError(f"{r.path} has not finished; resume it first")
     _, split = load_split(cfgs[0])
     models, params = [], 0
     for r in runs:
-        arch, w = r.load_model("final")
+        arch, w = r.load_model(FINAL)
         models.append(build(arch, w).eval())
         params += arch.num_params
     p = ensemble_proba(models, split.test.x, split.mean, split.std, device)

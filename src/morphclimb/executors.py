@@ -1,8 +1,15 @@
-"""Where models train: the serial executor (in this process); others share its interface."""
+"""Where models train: the Executor protocol, and the serial executor (in this process).
+
+To add an executor: a class with the four members of `Executor`, a name in
+config.EXECUTORS, and a branch in `make_executor`. Training a task must stay
+`worker.run_task` (a pure function of the task), so the executor changes only the time.
+"""
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
+from typing import Protocol
 
 from .worker import TrainOutcome, TrainTask, run_task
 
@@ -10,10 +17,43 @@ OnDone = Callable[[TrainOutcome], None]
 OnEpoch = Callable[[str, dict], None]
 
 
+class Executor(Protocol):
+    """What the search needs of an executor."""
+
+    name: str
+    one_at_a_time: bool   # True: the search hands it one task at a time (live progress)
+
+    def run(self, tasks: list[TrainTask], on_done: OnDone | None = None
+            ) -> list[TrainOutcome]:
+        """Train every task, calling `on_done(outcome)` as each finishes. A task that raises
+        must come back as a failed outcome, never as an exception."""
+
+    def close(self) -> None:
+        """Release workers and memory."""
+
+
+def failed_outcome(task: TrainTask, error: BaseException | str) -> TrainOutcome:
+    """A failed outcome for `task` (an exception, or a reason such as a dead worker)."""
+    if isinstance(error, BaseException):
+        tb = "".join(traceback.format_exception(error, limit=-3))
+        error = f"{type(error).__name__}: {error}\n{tb}"
+    return TrainOutcome(task.model_id, False, None, [], None, 0.0, error=str(error)[:2000],
+                        meta=dict(task.meta))
+
+
+def run_isolated(task: TrainTask, split, device=None, callback=None) -> TrainOutcome:
+    """`run_task`, with any exception (MemoryError included) turned into a failed outcome."""
+    try:
+        return run_task(task, split, device, callback)
+    except Exception as e:  # noqa: BLE001 - one child's failure must not end the search
+        return failed_outcome(task, e)
+
+
 class SerialExecutor:
     """Trains tasks one after another in this process (the default)."""
 
     name = "serial"
+    one_at_a_time = True
 
     def __init__(self, split, device=None, on_epoch: OnEpoch | None = None):
         self.split = split
@@ -28,7 +68,7 @@ class SerialExecutor:
             if self.on_epoch is not None:
                 def cb(record, _id=task.model_id):
                     self.on_epoch(_id, dict(record))
-            out = run_task(task, self.split, self.device, cb)
+            out = run_isolated(task, self.split, self.device, cb)
             if on_done is not None:
                 on_done(out)
             outcomes.append(out)
@@ -53,4 +93,5 @@ def make_executor(config, split, device=None, on_epoch: OnEpoch | None = None):
         return LocalExecutor(split, device, workers=config.workers, threads=config.threads,
                              on_epoch=on_epoch)
     from .parallel import RayExecutor
-    return RayExecutor(split, device, workers=config.workers, address=config.ray_address)
+    return RayExecutor(split, device, workers=config.workers, address=config.ray_address,
+                       on_epoch=on_epoch)

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .augment import normalizer
 from .build import build
 from .errors import ConfigError, RunDirError
-from .journal import RunDir
+from .events import check_model_id
+from .journal import RunDir, no_link
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 META_FORMAT = "morphclimb.export/1"
@@ -33,13 +35,12 @@ class RawImageClassifier(nn.Module):
     def __init__(self, members: list[nn.Module], mean, std):
         super().__init__()
         self.members = nn.ModuleList(members)
-        mean_t = torch.as_tensor(tuple(mean), dtype=torch.float64)
-        std_t = torch.as_tensor(tuple(std), dtype=torch.float64)
-        c = len(mean_t)
-        self.register_buffer("scale", (1.0 / (255.0 * std_t)).float().view(1, c, 1, 1))
-        self.register_buffer("shift", (mean_t / std_t).float().view(1, c, 1, 1))
+        scale, shift = normalizer(mean, std, len(tuple(mean)), "cpu")
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # augment.to_float's arithmetic, written so that ONNX and TorchScript can trace it
         x = images.permute(0, 3, 1, 2).to(torch.float32) * self.scale - self.shift
         probs = torch.softmax(self.members[0](x), dim=1)
         for m in self.members[1:]:
@@ -50,17 +51,18 @@ class RawImageClassifier(nn.Module):
 def member_ids(run: RunDir, model: str = "final", ensemble: str | None = None) -> list[str]:
     """The model ids to export: one model, or the members of the run's snapshot ensemble."""
     if ensemble is None:
+        check_model_id(model, "--model")
         if not run.model_dir(model).is_dir():
             known = sorted(p.name for p in (run.path / "models").glob("*"))
             raise RunDirError(f"{run.path} has no model {model!r}; it has {', '.join(known)}")
         return [model]
     if ensemble != "snapshot":
         raise ConfigError(f"unknown ensemble {ensemble!r}; the only one is 'snapshot'")
-    recs = [r for r in run.records("ensemble_evaluated") if r.get("kind") == "snapshot"]
-    if not recs:
+    rec = run.state().ensemble("snapshot")
+    if rec is None:
         raise RunDirError(f"{run.path} has no snapshot ensemble; build it with "
                           f"`morphclimb ensemble {run.path}` first")
-    return list(recs[-1]["members"])
+    return list(rec["members"])
 
 
 def export_meta(run: RunDir, members: list[str]) -> dict[str, Any]:
@@ -117,11 +119,13 @@ def _safetensors(run: RunDir, members: list[str], meta: dict[str, Any], path: Pa
 
 
 def export_run(run_dir: str | Path, fmt: str, *, model: str = "final",
-               ensemble: str | None = None, out: str | Path | None = None) -> Path:
+               ensemble: str | None = None, out: str | Path | None = None,
+               force: bool = False) -> Path:
     """Export a run's model (or snapshot ensemble) to `fmt`; returns the written path.
 
     The default path is `<run>/export/<model or snapshot-ensemble>` plus .onnx or .pt
     (a folder for safetensors: export.json + one arch.json/weights.safetensors per member).
+    An existing file or folder at `out` is never overwritten unless `force`.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -129,7 +133,14 @@ def export_run(run_dir: str | Path, fmt: str, *, model: str = "final",
     members = member_ids(run, model, ensemble)
     meta = export_meta(run, members)
     name = f"{ensemble}-ensemble" if ensemble else model
-    path = Path(out) if out is not None else run.path / "export" / (name + SUFFIX[fmt])
+    if out is None:
+        no_link(run.path / "export")
+        path = run.path / "export" / (name + SUFFIX[fmt])
+    else:
+        path = Path(out)
+        if path.exists() and not force:
+            raise RunDirError(f"{path} already exists; pick another --out or pass --force to "
+                              "overwrite it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

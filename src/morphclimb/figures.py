@@ -1,4 +1,4 @@
-"""Search-progress figures drawn from a run's journal records (paper Figure 2 and per-step views)."""
+"""Search-progress figures drawn from a run's replayed state (paper Figure 2 and per-step views)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+
+from .events import MODEL0
+from .state import RunState
 
 MARK = {  # role -> (marker, face colour, edge colour, size, legend label)
     "child": ("o", "#7aa6d6", "#2b5d94", 28, "child (after morphisms)"),
@@ -28,30 +31,30 @@ class Progress:
     starts: list[dict[str, Any]] = field(default_factory=list)    # step, clock, epochs
 
 
-def progress(records: list[dict[str, Any]]) -> Progress:
-    """Collect the search's progress from journal records."""
-    trained = {r["model"]: r for r in records if r.get("event") == "model_trained"}
-    made = [r for r in records if r.get("event") == "child_made"]
+def progress(state: RunState) -> Progress:
+    """Collect the search's progress from a run's replayed state."""
+    trained = state.trained
     out = Progress()
-    if "m0" in trained:
-        m0 = trained["m0"]
-        out.best.append({"clock": m0["clock"], "epochs": m0.get("lineage", m0["epochs"]),
-                         "acc": m0.get("val_accuracy"), "model": "m0"})
-    for d in (r for r in records if r.get("event") == "step_decided"):
+    if MODEL0 in trained:
+        m0 = trained[MODEL0]
+        out.best.append({"clock": m0.get("clock", 0.0), "epochs": m0.get("lineage", m0["epochs"]),
+                         "acc": m0.get("val_accuracy"), "model": MODEL0})
+    for i in sorted(state.decided):
+        d = state.decided[i]
         prev = trained.get(d["previous"], {})
-        first = [m["clock"] for m in made if m.get("step") == d["step"]]
+        first = [m.get("clock", 0.0) for m in state.made.values() if m["step"] == i]
         start = min(first) if first else (out.best[-1]["clock"] if out.best else 0.0)
-        out.starts.append({"step": d["step"], "clock": start, "epochs": prev.get("lineage", 0)})
+        out.starts.append({"step": i, "clock": start, "epochs": prev.get("lineage", 0)})
         for mid in d["candidates"]:
             t = trained.get(mid)
             if t is None or t.get("val_accuracy") is None:
                 continue
-            out.children.append({"step": d["step"], "model": mid, "clock": t["clock"],
+            out.children.append({"step": i, "model": mid, "clock": t.get("clock", 0.0),
                                  "epochs": t.get("lineage", 0), "acc": t["val_accuracy"],
                                  "params": t["params"], "role": t.get("role", "child"),
                                  "child": t.get("child"), "chosen": mid == d["best"]})
         won = trained.get(d["best"], {})
-        out.best.append({"clock": d["clock"], "epochs": won.get("lineage", 0),
+        out.best.append({"clock": d.get("clock", 0.0), "epochs": won.get("lineage", 0),
                          "acc": d["val_accuracy"], "model": d["best"]})
     return out
 
@@ -109,13 +112,12 @@ def legend_handles(colour: str = "#1f1f1f") -> list:
     return hs
 
 
-def progress_figure(runs: list[tuple[str, list[dict[str, Any]]]], title: str | None = None
-                    ) -> Figure:
+def progress_figure(runs: list[tuple[str, RunState]], title: str | None = None) -> Figure:
     """Figure 2: validation accuracy of the best model vs wall time and vs epochs.
 
-    `runs` is a list of (label, journal records); several runs are overlaid in colours.
+    `runs` is a list of (label, run state); several runs are overlaid in colours.
     """
-    progs = [(label, progress(recs)) for label, recs in runs]
+    progs = [(label, progress(state)) for label, state in runs]
     clocks = [b["clock"] for _, p in progs for b in p.best] + [
         c["clock"] for _, p in progs for c in p.children]
     div, unit = time_unit(max(clocks, default=0.0))
@@ -147,9 +149,9 @@ def progress_figure(runs: list[tuple[str, list[dict[str, Any]]]], title: str | N
     return fig
 
 
-def children_figure(records: list[dict[str, Any]], title: str | None = None) -> Figure:
+def children_figure(state: RunState, title: str | None = None) -> Figure:
     """Each step's children: validation accuracy vs parameter count, the chosen one starred."""
-    prog = progress(records)
+    prog = progress(state)
     steps = sorted({c["step"] for c in prog.children})
     n = max(len(steps), 1)
     cols = min(n, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -12,14 +13,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import RunDirError
+from .errors import ArchError, RunDirError
+from .events import Event, check_model_id, validate
 from .spec import Arch
+from .state import RunState
 
 JOURNAL = "journal.jsonl"
 CONFIG = "config.json"
 RESULTS = "results.json"
 MODELS = "models"
 PRUNED = "weights.dropped"  # marker: weights deleted on purpose (keep_weights=best)
+LOCK = ".lock"              # held (flock) by the one process writing the run
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -39,32 +43,61 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append one record (a `time` stamp is added) durably; returns it."""
-        record = {**record, "time": record.get("time", time.time())}
+        record = {**record, "event": Event(record["event"]).value,
+                  "time": record.get("time", time.time())}
+        validate(record, f"{self.path}: new record")
         line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
+        if self._torn():
+            self.repair()   # the writer's job: a kill left half a line behind
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
         return record
 
-    def read(self) -> list[dict[str, Any]]:
-        """All complete records; a torn last line (a kill mid-write) is dropped and truncated."""
+    def _complete(self) -> tuple[bytes, int]:
+        """The journal's bytes and the length of its complete lines (a kill may tear the last)."""
         if not self.path.exists():
-            return []
+            return b"", 0
         raw = self.path.read_bytes()
-        records, good = [], 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
+        return raw, raw.rfind(b"\n") + 1
+
+    def read(self) -> list[dict[str, Any]]:
+        """All complete records, each checked (events.validate); the file is never changed.
+
+        A torn last line (a kill mid-write, or a record being written right now) is ignored
+        here; only the writer cuts it off (`repair`).
+        """
+        raw, good = self._complete()
+        records = []
+        for n, line in enumerate(raw[:good].splitlines(), start=1):
+            where = f"{self.path}, line {n}"
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RunDirError(f"{self.path}: corrupt record at byte {good}: {e}") from e
-            good += len(line)
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise RunDirError(f"{where}: corrupt record: {e}") from e
+            records.append(validate(rec, where))
+        return records
+
+    def _torn(self) -> bool:
+        """Whether the file ends in the middle of a line."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() == 0:
+                    return False
+                f.seek(-1, os.SEEK_END)
+                return f.read(1) != b"\n"
+        except FileNotFoundError:
+            return False
+
+    def repair(self) -> int:
+        """Cut a torn last line off (the writer's job, under the run's lock); bytes removed."""
+        raw, good = self._complete()
         if good != len(raw):
             with open(self.path, "r+b") as f:
                 f.truncate(good)
-        return records
+        return len(raw) - good
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.read())
@@ -93,7 +126,12 @@ def load_checkpoint(directory: str | Path) -> tuple[Arch, dict[str, torch.Tensor
                           "lost their step (only their arch.json is kept)"
                           if (d / PRUNED).is_file() else
                           f"{d} is not a checkpoint (needs arch.json and weights.safetensors)")
-    return arch, load_file(str(d / "weights.safetensors"))
+    try:
+        return arch, load_file(str(d / "weights.safetensors"))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise RunDirError(f"{d / 'weights.safetensors'} is unreadable (truncated or not a "
+                          f"safetensors file): {str(e).splitlines()[0] if str(e) else e}"
+                          ) from e
 
 
 def load_arch(directory: str | Path) -> Arch:
@@ -101,7 +139,29 @@ def load_arch(directory: str | Path) -> Arch:
     d = Path(directory)
     if not (d / "arch.json").is_file():
         raise RunDirError(f"{d} is not a checkpoint (needs arch.json and weights.safetensors)")
-    return Arch.from_dict(json.loads((d / "arch.json").read_text()))
+    return read_arch_file(d / "arch.json")
+
+
+def read_arch_file(path: str | Path) -> Arch:
+    """An architecture from a JSON file such as `show` and `export` write (one-line errors)."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{p} is not a readable architecture JSON file: {e}") from e
+    try:
+        return Arch.from_dict(d)
+    except ArchError:
+        raise
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise ArchError(f"{p}: not an architecture ({type(e).__name__}: {e})") from e
+
+
+def no_link(p: Path) -> None:
+    """Refuse a symbolic link inside a run directory: it could lead reads or writes outside."""
+    if p.is_symlink():
+        raise RunDirError(f"{p} is a symbolic link; a run directory's files must be its own "
+                          "(refusing to read or write through it)")
 
 
 class RunDir:
@@ -113,8 +173,16 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any]) -> RunDir:
-        """Make a new run directory (refusing one that already holds a journal)."""
+        """Make a new run directory: a new or empty folder, never one holding other files."""
         p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise RunDirError(f"--out {p} exists and is not a directory")
+        if p.is_dir() and any(p.iterdir()):
+            if (p / JOURNAL).exists():
+                raise RunDirError(f"{p} already holds a run; use `morphclimb resume {p}` or "
+                                  "pick another --out")
+            raise RunDirError(f"{p} is not empty; a run needs a new or empty directory (pick "
+                              "another --out: morphclimb never writes among other files)")
         try:
             p.mkdir(parents=True, exist_ok=True)
             probe = p / ".write-test"
@@ -122,9 +190,6 @@ class RunDir:
             probe.unlink()
         except OSError as e:
             raise RunDirError(f"cannot write to output directory {p}: {e.strerror or e}") from e
-        if (p / JOURNAL).exists() and (p / JOURNAL).stat().st_size > 0:
-            raise RunDirError(f"{p} already holds a run; use `morphclimb resume {p}` or pick "
-                              "another --out")
         run = cls(p)
         _atomic_write(p / CONFIG, json.dumps(config, indent=1, sort_keys=True).encode())
         return run
@@ -135,15 +200,55 @@ class RunDir:
         p = Path(path)
         if not (p / CONFIG).is_file():
             raise RunDirError(f"{p} is not a morphclimb run directory (no {CONFIG})")
+        for name in (CONFIG, JOURNAL, RESULTS, LOCK, MODELS):
+            no_link(p / name)
         return cls(p)
+
+    def lock(self) -> None:
+        """Become the run's only writer (until the process ends or `unlock`); else RunDirError.
+
+        A second `resume` of a running search stops here with a clear line instead of writing
+        the same journal twice. The lock is an flock on RUN_DIR/.lock, released by the OS
+        when the process dies, so a killed search never leaves a stale lock behind.
+        """
+        if getattr(self, "_lock", None) is not None:
+            return
+        f = open(self.path / LOCK, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise RunDirError(f"{self.path} is being written by another morphclimb process "
+                              "(a search or resume still running); wait for it or stop it "
+                              "first") from None
+        self._lock = f
+        self.journal.repair()
+
+    def unlock(self) -> None:
+        """Release the writer's lock (if held)."""
+        f = getattr(self, "_lock", None)
+        if f is not None:
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+            self._lock = None
 
     def config(self) -> dict[str, Any]:
         """The resolved config this run was started with."""
-        return json.loads((self.path / CONFIG).read_text())
+        try:
+            d = json.loads((self.path / CONFIG).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{self.path / CONFIG} is unreadable (truncated or not JSON): "
+                              f"{e}") from e
+        if not isinstance(d, dict):
+            raise RunDirError(f"{self.path / CONFIG} must hold a JSON object")
+        return d
 
     def model_dir(self, model_id: str) -> Path:
-        """Where the checkpoint of `model_id` lives."""
-        return self.path / MODELS / model_id
+        """Where the checkpoint of `model_id` lives (never outside the run directory)."""
+        d = self.path / MODELS / check_model_id(model_id)
+        for p in (self.path / MODELS, d, d / "arch.json", d / "weights.safetensors"):
+            no_link(p)
+        return d
 
     def save_model(self, model_id: str, arch: Arch, weights: dict[str, torch.Tensor]) -> str:
         """Checkpoint a model; returns its path relative to the run directory."""
@@ -174,6 +279,10 @@ class RunDir:
         recs = self.journal.read()
         return [r for r in recs if event is None or r.get("event") == event]
 
+    def state(self) -> RunState:
+        """The run's state, replayed from its journal."""
+        return RunState.replay(self.journal.read())
+
     def write_results(self, results: dict[str, Any]) -> None:
         """Write results.json atomically."""
         _atomic_write(self.path / RESULTS, json.dumps(results, indent=1, sort_keys=True).encode())
@@ -184,4 +293,7 @@ class RunDir:
         if not p.is_file():
             raise RunDirError(f"{self.path} has no {RESULTS} yet: the search has not finished "
                               f"(resume it with `morphclimb resume {self.path}`)")
-        return json.loads(p.read_text())
+        try:
+            return json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{p} is unreadable: {e}") from e

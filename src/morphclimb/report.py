@@ -12,18 +12,20 @@ from typing import Any
 
 from .drawing import arch_caption, draw_arch, drawing_width
 from .errors import RunDirError
+from .events import FINAL, MODEL0
 from .figures import children_figure, progress_figure, save_figure, time_unit
-from .journal import RunDir
+from .journal import RunDir, no_link
 from .results import collect_results
 from .spec import Arch
+from .state import RunState
 
 
 @dataclass
 class RunInfo:
-    """One run as the report sees it: its directory, journal records and results summary."""
+    """One run as the report sees it: its directory, replayed state and results summary."""
 
     run: RunDir
-    records: list[dict[str, Any]]
+    state: RunState
     results: dict[str, Any]
 
     @property
@@ -45,10 +47,10 @@ class RunInfo:
 def load_run(path: str | Path) -> RunInfo:
     """Open a run directory and summarise its journal (results.json is not rewritten)."""
     run = RunDir.open(path)
-    recs = run.records()
-    if not recs:
+    state = run.state()
+    if state.started is None:
         raise RunDirError(f"{path} has an empty journal: nothing to report yet")
-    return RunInfo(run, recs, collect_results(run, write=False))
+    return RunInfo(run, state, collect_results(run, write=False))
 
 
 def setting(config: dict[str, Any]) -> str:
@@ -242,18 +244,18 @@ def _run_section(info: RunInfo, out: Path, prefix: str, files: list[Path]) -> st
              f"<p>{html.escape(setting(c))}; dataset {html.escape(str(c['dataset']))}, "
              f"seed {c['seed']}, lr {c['lr_start']} → {c['lr_end']}. "
              f"{html.escape(_status(info))}</p>",
-             fig(progress_figure([(info.name, info.records)]), "progress",
+             fig(progress_figure([(info.name, info.state)]), "progress",
                  "Search progress (paper Figure 2): validation accuracy of the current best "
                  "model against search wall time (left) and against the epochs its weights have "
                  "been trained (right); red lines mark where morphisms were applied (each step's "
                  "start), points are the children of each step; final training not plotted."),
-             fig(children_figure(info.records), "children",
+             fig(children_figure(info.state), "children",
                  "Each step's children: validation accuracy against parameter count; the star "
                  "is the model the step moved to (the square is the incumbent).")]
     archs = []
     best = info.results["steps"][-1]["best"] if info.results["steps"] else None
-    for mid, label in (("m0", "starting network m0"),
-                       ("final" if info.finished else best, "final network")):
+    for mid, label in ((MODEL0, f"starting network {MODEL0}"),
+                       (FINAL if info.finished else best, "final network")):
         arch = _arch_of(info, mid) if mid else None
         if arch is not None:
             archs.append(fig(draw_arch(arch, f"{label}: {arch_caption(arch)}"), f"arch-{mid}",
@@ -298,6 +300,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
     runs = [load_run(p) for p in run_dirs]
     out = Path(out) if out is not None else (
         runs[0].run.path / "report" if len(runs) == 1 else Path("report"))
+    if len(runs) == 1 and out == runs[0].run.path / "report":
+        no_link(out)   # a link planted in a shared run must not lead the report outside
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -312,7 +316,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
     body += [table_html(t) for t in tables + ([extra] if extra else [])] or [
         "<p>No run has finished yet.</p>"]
     if len(runs) > 1:
-        png, svg = save_figure(progress_figure([(r.name, r.records) for r in runs]),
+        png, svg = save_figure(progress_figure([(r.name, r.state) for r in runs]),
                                out / "progress-all")
         files += [png, svg]
         body.append(_figure_html(svg, png, "The current best model of every run, overlaid."))

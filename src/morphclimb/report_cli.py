@@ -18,7 +18,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's final model or snapshot ensemble and print where it went."""
     from .export import INPUT, OUTPUT, export_run
     path = export_run(args.run_dir, args.format, model=args.model, ensemble=args.ensemble,
-                      out=args.out)
+                      out=args.out, force=args.force)
     what = f"{args.ensemble} ensemble" if args.ensemble else f"model {args.model}"
     print(f"exported {what} of {args.run_dir} as {args.format} to {path} "
           f"(input: {INPUT}; output: {OUTPUT})")
@@ -43,5 +43,6 @@ def add_commands(sub) -> None:
     p.add_argument("--ensemble", choices=["snapshot"], help="export the snapshot ensemble "
                    "(probabilities averaged over its members) instead of one model")
     p.add_argument("--out", help="output file (a folder for safetensors; default "
-                   "RUN_DIR/export/<model>.onnx|.pt|/)")
+                   "RUN_DIR/export/<model>.onnx|.pt|/); an existing one is kept")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.set_defaults(handler=cmd_export)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .events import BASELINE, FINAL, MODEL0, RETRAIN
 from .journal import RunDir
 
 
@@ -12,14 +13,12 @@ def _pct(acc: float | None) -> float | None:
 
 
 def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
-    """Summarise a run's journal into a dict (and write it to results.json)."""
-    recs = run.records()
-    trained = {r["model"]: r for r in recs if r["event"] == "model_trained"}
-    made = {r["model"]: r for r in recs if r["event"] == "child_made"}
-    failed = {r["model"]: r for r in recs if r["event"] == "child_failed"}
-    started = next((r for r in recs if r["event"] == "run_started"), {})
+    """Summarise a run's journal into a dict (and write it to results.json when `write`)."""
+    st = run.state()
+    trained, failed, made = st.trained, st.failed, st.made
     steps = []
-    for d in (r for r in recs if r["event"] == "step_decided"):
+    for i in sorted(st.decided):
+        d = st.decided[i]
         children = []
         for mid in d["candidates"]:
             t, f = trained.get(mid), failed.get(mid)
@@ -29,29 +28,32 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
                 "params": t["params"] if t else made.get(mid, {}).get("params"),
                 "morphisms": made.get(mid, {}).get("morphisms", []),
                 "failed": f.get("reason") if f else None, "clock": (t or f or {}).get("clock")})
-        steps.append({"step": d["step"], "best": d["best"], "previous": d["previous"],
+        steps.append({"step": i, "best": d["best"], "previous": d["previous"],
                       "val_accuracy": d["val_accuracy"], "params": d["params"],
-                      "changed": trained.get(d["best"], {}).get("role") != "incumbent",
+                      "changed": not st.kept_incumbent(i),
                       "clock": d.get("clock"), "children": children})
-    out: dict[str, Any] = {"run_dir": str(run.path), "config": run.config(),
-                           "dataset": started.get("dataset"), "steps": steps}
-    if "m0" in trained:
-        m0 = trained["m0"]
+    out: dict[str, Any] = {"run_dir": str(run.path), "config": st.config(run.config()),
+                           "dataset": (st.started or {}).get("dataset"), "steps": steps}
+    if MODEL0 in trained:
+        m0 = trained[MODEL0]
         out["model0"] = {"val_accuracy": m0.get("val_accuracy"), "params": m0["params"],
                          "epochs": m0["epochs"]}
-    for key in ("final", "baseline", "retrain"):
+    for key in (FINAL, BASELINE, RETRAIN):
         if key in trained:
             out[key] = _summary(run, trained[key])
     searched = [r for r in trained.values()
                 if r.get("role") in ("pretrain", "child", "incumbent", "final")]
-    out["runtime_s"] = sum(r["seconds"] for r in searched)
-    out["search_clock_s"] = trained["final"]["clock"] if "final" in trained else None
+    out["runtime_s"] = sum(r.get("seconds", 0.0) for r in searched)
+    out["search_clock_s"] = trained[FINAL].get("clock") if FINAL in trained else None
     out["models_trained"] = len(trained)
     out["children_failed"] = len(failed)
-    ens = [r for r in recs if r["event"] == "ensemble_evaluated"]
-    if ens:
-        e = ens[-1]
-        extra = sum(trained[m]["seconds"] for m in e["members"] if m != "final" and m in trained)
+    if st.config_changes or st.retried:
+        out["resumed_with"] = {"changes": st.config_changes,
+                               "retried": [m for r in st.retried for m in r["models"]]}
+    e = st.ensemble("snapshot")
+    if e is not None:
+        extra = sum(trained[m].get("seconds", 0.0) for m in e["members"]
+                    if m != FINAL and m in trained)
         out["snapshot_ensemble"] = {"members": e["members"], "test_accuracy": e["test_accuracy"],
                                     "test_error": _pct(e["test_accuracy"]),
                                     "params": e["params"],
@@ -66,5 +68,5 @@ def _summary(run: RunDir, r: dict[str, Any]) -> dict[str, Any]:
     return {"model": r["model"], "test_accuracy": r.get("test_accuracy"),
             "test_loss": r.get("test_loss"), "test_error": _pct(r.get("test_accuracy")),
             "params": r["params"], "epochs": r["epochs"], "epochs_total": r.get("lineage"),
-            "seconds": r["seconds"], "arch": arch.to_dict(), "layers": len(arch.nodes),
+            "seconds": r.get("seconds"), "arch": arch.to_dict(), "layers": len(arch.nodes),
             "convs": arch.count("conv")}

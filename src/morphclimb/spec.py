@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -12,19 +14,6 @@ from typing import Any
 from .errors import ArchError
 
 FORMAT = "morphclimb.arch/1"
-
-# op -> (fields it requires, fields it may have, (min inputs, max inputs or None))
-OPS: dict[str, tuple[frozenset, frozenset, tuple[int, int | None]]] = {
-    "input": (frozenset({"channels", "size"}), frozenset(), (0, 0)),
-    "conv": (frozenset({"channels", "kernel"}), frozenset({"bias"}), (1, 1)),
-    "bn": (frozenset(), frozenset(), (1, 1)),
-    "relu": (frozenset(), frozenset(), (1, 1)),
-    "maxpool": (frozenset({"kernel"}), frozenset(), (1, 1)),
-    "add": (frozenset(), frozenset(), (2, None)),
-    "concat": (frozenset(), frozenset(), (2, None)),
-    "gap": (frozenset(), frozenset(), (1, 1)),
-    "linear": (frozenset({"channels"}), frozenset({"bias"}), (1, 1)),
-}
 _ATTRS = ("channels", "kernel", "size", "bias")
 _ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Shape = tuple  # (C, H, W) for feature maps, (C,) for vectors
@@ -76,15 +65,8 @@ class Node:
 
     def describe(self) -> str:
         """A short human-readable description, e.g. 'conv 3x3, 64'."""
-        if self.op == "conv":
-            return f"conv {self.kernel}x{self.kernel}, {self.channels}"
-        if self.op == "maxpool":
-            return f"maxpool {self.kernel}x{self.kernel}"
-        if self.op == "linear":
-            return f"linear {self.channels}"
-        if self.op == "input" and self.size is not None and len(self.size) == 2:
-            return f"input {self.channels}x{self.size[0]}x{self.size[1]}"
-        return self.op
+        op = OPS.get(self.op)
+        return op.describe(self) if op is not None and op.describe is not None else self.op
 
 
 def _is_int(v: Any) -> bool:
@@ -164,18 +146,16 @@ class Arch:
         """Number of channels (or features) of the node's output."""
         return self.shapes[node_id][0]
 
+    def weight_shapes(self, node_id: str) -> dict[str, Shape]:
+        """State-dict entries of one node (parameters and buffers): name -> shape."""
+        n = self.by_id[node_id]
+        return OPS[n.op].weights(n, [self.shapes[i] for i in n.inputs])
+
     def node_params(self, node_id: str) -> int:
         """Number of trainable parameters of one node."""
-        n = self.by_id[node_id]
-        if n.op in ("conv", "linear"):
-            cin = self.channels(n.inputs[0])
-            k = n.kernel if n.op == "conv" else 1
-            return cin * n.channels * k * k + (n.channels if has_bias(n) else 0)
-        if n.op == "bn":
-            return 2 * self.channels(n.id)
-        if n.op == "add":
-            return len(n.inputs)
-        return 0
+        untrained = OPS[self.by_id[node_id].op].buffers
+        return sum(math.prod(s) for name, s in self.weight_shapes(node_id).items()
+                   if name not in untrained)
 
     @cached_property
     def num_params(self) -> int:
@@ -215,6 +195,104 @@ class Arch:
 def has_bias(n: Node) -> bool:
     """Whether a conv/linear node has a bias (conv default: no, linear default: yes)."""
     return n.bias if n.bias is not None else n.op == "linear"
+
+
+# --------------------------------------------------------------------------- ops
+# What each op is, without torch: fields, inputs, output shape, weights. Its torch side (the
+# module and the same computation as a function of its weights) is build.LAYERS.
+@dataclass(frozen=True)
+class Op:
+    """One kind of node. `shape` and `weights` get the node and its input shapes; `shape`
+    raises ArchError(problem) for inputs that do not fit."""
+
+    shape: Callable[[Node, list[Shape]], Shape]  # the output shape
+    required: frozenset = frozenset()  # fields a node must have
+    optional: frozenset = frozenset()  # fields it may have
+    inputs: tuple[int, int | None] = (1, 1)  # min and max number of inputs (None: no max)
+    weights: Callable[[Node, list[Shape]], dict[str, Shape]] = lambda n, ins: {}  # state dict
+    buffers: frozenset = frozenset()  # names in `weights` that are not trained
+    per_channel: bool = False  # output channel k is computed from input channel k alone
+    describe: Callable[[Node], str] | None = None  # for tables; default: the op's name
+
+
+def _need_map(n: Node, s: Shape) -> None:
+    if len(s) != 3:
+        raise ArchError(f"'{n.op}' needs a feature map (C, H, W) input, got shape {s}")
+
+
+def _same_shapes(n: Node, ins: list[Shape]) -> Shape:
+    if any(s != ins[0] for s in ins):
+        detail = ", ".join(f"{i}: {'x'.join(map(str, s))}" for i, s in zip(n.inputs, ins))
+        raise ArchError(f"add needs inputs of one shape (channels and size), got {detail}")
+    return ins[0]
+
+
+def _concat_shape(n: Node, ins: list[Shape]) -> Shape:
+    for s in ins:
+        _need_map(n, s)
+    if any(s[1:] != ins[0][1:] for s in ins):
+        detail = ", ".join(f"{i}: {'x'.join(map(str, s))}" for i, s in zip(n.inputs, ins))
+        raise ArchError(f"concat needs inputs of one spatial size, got {detail}")
+    return (sum(s[0] for s in ins), *ins[0][1:])
+
+
+def _map_op(shape: Callable[[Node, Shape], Shape]) -> Callable[[Node, list[Shape]], Shape]:
+    """The shape function of a one-input op that needs a feature map."""
+    def check(n: Node, ins: list[Shape]) -> Shape:
+        _need_map(n, ins[0])
+        return shape(n, ins[0])
+    return check
+
+
+def _pool_shape(n: Node, s: Shape) -> Shape:
+    c, h, w = s
+    if h // n.kernel < 1 or w // n.kernel < 1:
+        raise ArchError(f"a {n.kernel}x{n.kernel} max-pool of a {h}x{w} map leaves nothing")
+    return (c, h // n.kernel, w // n.kernel)
+
+
+def _linear_shape(n: Node, ins: list[Shape]) -> Shape:
+    if len(ins[0]) != 1:
+        raise ArchError(f"linear needs a vector input (put a 'gap' before it), got shape "
+                        f"{ins[0]}")
+    return (n.channels,)
+
+
+def _with_bias(n: Node, weight: Shape) -> dict[str, Shape]:
+    return {"weight": weight, "bias": (n.channels,)} if has_bias(n) else {"weight": weight}
+
+
+def _input_describe(n: Node) -> str:
+    if n.size is not None and len(n.size) == 2:
+        return f"input {n.channels}x{n.size[0]}x{n.size[1]}"
+    return "input"
+
+
+def _bn_weights(n: Node, ins: list[Shape]) -> dict[str, Shape]:
+    c = ins[0][:1]
+    return {"weight": c, "bias": c, "running_mean": c, "running_var": c, "num_batches_tracked": ()}
+
+
+OPS: dict[str, Op] = {
+    "input": Op(lambda n, ins: (n.channels, *n.size), required=frozenset({"channels", "size"}),
+                inputs=(0, 0), describe=_input_describe),
+    "conv": Op(_map_op(lambda n, s: (n.channels, *s[1:])),
+               required=frozenset({"channels", "kernel"}), optional=frozenset({"bias"}),
+               weights=lambda n, ins: _with_bias(n, (n.channels, ins[0][0], n.kernel, n.kernel)),
+               describe=lambda n: f"conv {n.kernel}x{n.kernel}, {n.channels}"),
+    "bn": Op(_map_op(lambda n, s: s), per_channel=True,
+             weights=_bn_weights,
+             buffers=frozenset({"running_mean", "running_var", "num_batches_tracked"})),
+    "relu": Op(lambda n, ins: ins[0], per_channel=True),
+    "maxpool": Op(_map_op(_pool_shape), required=frozenset({"kernel"}), per_channel=True,
+                  describe=lambda n: f"maxpool {n.kernel}x{n.kernel}"),
+    "add": Op(_same_shapes, inputs=(2, None), weights=lambda n, ins: {"weight": (len(ins),)}),
+    "concat": Op(_concat_shape, inputs=(2, None)),
+    "gap": Op(_map_op(lambda n, s: s[:1]), per_channel=True),
+    "linear": Op(_linear_shape, required=frozenset({"channels"}), optional=frozenset({"bias"}),
+                 weights=lambda n, ins: _with_bias(n, (n.channels, ins[0][0])),
+                 describe=lambda n: f"linear {n.channels}"),
+}
 
 
 def format_table(nodes, shapes: dict, params=None) -> str:
@@ -286,7 +364,8 @@ def _validate(nodes: tuple[Node, ...], output: str) -> tuple[Node, ...]:
 def _check_attrs(n: Node, nodes) -> None:
     if n.op not in OPS:
         raise _fail(n, f"unknown op '{n.op}'; known ops are {', '.join(OPS)}", nodes)
-    required, optional, (lo, hi) = OPS[n.op]
+    op = OPS[n.op]
+    required, optional, (lo, hi) = op.required, op.optional, op.inputs
     for name in _ATTRS:
         value = getattr(n, name)
         if name in required and value is None:
@@ -343,47 +422,10 @@ def _infer_shapes(nodes, strict: bool = False) -> dict[str, Shape]:
 
 
 def _shape_of(n: Node, ins: list[Shape], nodes, shapes) -> Shape:
-    def need_map(s: Shape) -> None:
-        if len(s) != 3:
-            raise _fail(n, f"'{n.op}' needs a feature map (C, H, W) input, got shape {s}",
-                        nodes, shapes)
-
-    if n.op == "input":
-        return (n.channels, *n.size)
-    if n.op in ("conv", "bn", "maxpool", "gap"):
-        need_map(ins[0])
-    if n.op == "conv":
-        return (n.channels, *ins[0][1:])
-    if n.op in ("bn", "relu"):
-        return ins[0]
-    if n.op == "maxpool":
-        c, h, w = ins[0]
-        if h // n.kernel < 1 or w // n.kernel < 1:
-            raise _fail(n, f"a {n.kernel}x{n.kernel} max-pool of a {h}x{w} map leaves nothing",
-                        nodes, shapes)
-        return (c, h // n.kernel, w // n.kernel)
-    if n.op == "add":
-        if any(s != ins[0] for s in ins):
-            detail = ", ".join(f"{i}: {'x'.join(map(str, s))}" for i, s in zip(n.inputs, ins))
-            raise _fail(n, f"add needs inputs of one shape (channels and size), got {detail}",
-                        nodes, shapes)
-        return ins[0]
-    if n.op == "concat":
-        for s in ins:
-            need_map(s)
-        if any(s[1:] != ins[0][1:] for s in ins):
-            detail = ", ".join(f"{i}: {'x'.join(map(str, s))}" for i, s in zip(n.inputs, ins))
-            raise _fail(n, f"concat needs inputs of one spatial size, got {detail}",
-                        nodes, shapes)
-        return (sum(s[0] for s in ins), *ins[0][1:])
-    if n.op == "gap":
-        return (ins[0][0],)
-    if n.op == "linear":
-        if len(ins[0]) != 1:
-            raise _fail(n, f"linear needs a vector input (put a 'gap' before it), got shape "
-                        f"{ins[0]}", nodes, shapes)
-        return (n.channels,)
-    raise AssertionError(n.op)
+    try:
+        return OPS[n.op].shape(n, ins)
+    except ArchError as e:
+        raise _fail(n, str(e), nodes, shapes) from None
 
 
 def _check_reaches_output(nodes, output: str, shapes) -> None:

@@ -15,17 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .events import Event
+
 Callback = Callable[[dict[str, Any]], None]
 
 
-def _writer(path: Path):
+def check_available():
+    """The SummaryWriter class, or ConfigError when tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:  # tensorboard is an optional dependency
         from .errors import ConfigError
         raise ConfigError("tensorboard=true needs the tensorboard package: "
                           "pip install 'morphclimb[tensorboard]'") from e
-    return SummaryWriter(log_dir=str(path))
+    return SummaryWriter
+
+
+def _writer(path: Path):
+    return check_available()(log_dir=str(path))
 
 
 class TensorBoardLogger:
@@ -38,15 +45,16 @@ class TensorBoardLogger:
         self.n_children = 0
 
     def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "model_trained":
+        kind = Event(event["event"])
+        if kind is Event.MODEL_TRAINED:
             self._model(event)
-        elif kind == "step_decided":
+        elif kind is Event.STEP_DECIDED:
             self._best(event["step"], event["val_accuracy"], event["params"], event)
-        elif kind == "ensemble_evaluated":
+        elif kind is Event.ENSEMBLE_EVALUATED:
             self._scalar(f"result/{event.get('kind', 'ensemble')}_ensemble_test_accuracy",
                          event["test_accuracy"], 0, event)
-        if kind in ("model_trained", "step_decided", "ensemble_evaluated", "run_finished"):
+        if kind in (Event.MODEL_TRAINED, Event.STEP_DECIDED, Event.ENSEMBLE_EVALUATED,
+                    Event.RUN_FINISHED):
             self.search.flush()
         if self.callback is not None:
             self.callback(event)

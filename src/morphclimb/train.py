@@ -1,17 +1,36 @@
 """Training with SGD + SGDR (cosine annealing restarted at every call), evaluation, prediction.
 
-The whole data set goes to the device once per call as uint8; batches are indexed and augmented
-there (pad-4 random crop + horizontal flip, CHUNK batches per batched op), then each is
-normalised to float in one op. Each epoch runs
-floor(N / batch_size) full batches of a fresh random permutation: the last partial batch is
-dropped (a different one each epoch), so an epoch sees at least N - batch_size + 1 images. A
-data set smaller than one batch trains as one batch of all its images.
+The whole data set lives on the device as uint8 (on an accelerator it is uploaded once per
+array and process and reused by every later fit and evaluation: augment.device_images; on the
+CPU it is laid out once per call); batches are indexed and augmented there (pad-4 random crop
++ horizontal flip, CHUNK batches per batched op), then each is normalised to float in one op.
+Nothing inside an epoch waits for the device: losses and predictions stay there until the
+epoch's end. Each epoch runs floor(N / batch_size) full batches of a fresh random permutation:
+the last partial batch is dropped (a different one each epoch), so an epoch sees at least
+N - batch_size + 1 images. A data set smaller than one batch trains as one batch of all its
+images.
+
+How a step runs (fit's `step`; the data order and augmentation are the same in every mode):
+
+* "eager" (default): forward, backward and torch.optim.SGD, op by op.
+* "cuda_graph": the whole step (normalise, forward, backward, fused SGD with the lr in a
+  device tensor) is captured once per fit as a CUDA graph and replayed for every batch, so a
+  step costs a handful of launches instead of hundreds. Before the capture, three warm-up
+  steps on the first batch (cuDNN autotuning, optimizer state) run and are then undone
+  (weights, BatchNorm statistics and momentum restored), so the run trains exactly the batches
+  eager mode trains. On a device other than CUDA the same static-buffer step runs uncaptured
+  (what the tests on a CPU exercise). Fused SGD rounds differently from the eager optimizer in
+  the last bits, so results match eager mode closely, not bitwise.
+* "compile": the model is trained through torch.compile (its compile time falls into
+  the first epoch; every new architecture compiles anew). Not for several fits at once in one
+  process (threads): compile one model at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,16 +43,19 @@ from torch import nn
 from .augment import (
     crop_flip,
     crop_flip_indices,
-    images_to_device,
-    labels_to_device,
+    device_images,
+    device_labels,
     normalizer,
     to_float,
 )
-from .device import auto_settings, resolve_device, speed_settings
+from .config import check_training
+from .device import auto_settings, resolve_device, side_stream, speed_settings
 from .errors import ConfigError, DataError, TrainingError
 
 PAD = 4
 CHUNK = 16  # batches augmented together (amortises per-op overhead, bounds memory)
+GRAPH_WARMUP = 3  # eager steps (then undone) before a CUDA graph capture
+_CAPTURE_LOCK = threading.Lock()  # one capture at a time per process (threads)
 
 
 def sgdr_lr(step: int, total_steps: int, lr_start: float, lr_end: float) -> float:
@@ -44,17 +66,13 @@ def sgdr_lr(step: int, total_steps: int, lr_start: float, lr_end: float) -> floa
     return float(lr_end + 0.5 * (lr_start - lr_end) * (1.0 + math.cos(math.pi * t)))
 
 
-def _check(ok: bool, what: str) -> None:
-    if not ok:
-        raise ConfigError(f"TrainConfig: {what}")
-
-
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"TrainConfig: {what}")
 
 
 @dataclass(frozen=True)
@@ -76,27 +94,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            _check(_is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
-        _check(_is_int(self.crop_pad) and self.crop_pad >= 0,
-               f"crop_pad must be an integer >= 0, got {self.crop_pad!r}")
-        for name in ("lr_start", "lr_end", "weight_decay"):
-            v = getattr(self, name)
-            _check(_is_num(v) and v >= 0, f"{name} must be a finite number >= 0, got {v!r}")
-        _check(_is_num(self.momentum) and 0 <= self.momentum < 1,
-               f"momentum must be in [0, 1), got {self.momentum!r}")
-        for name in ("nesterov", "sgdr", "augment"):
-            v = getattr(self, name)
-            _check(isinstance(v, bool), f"{name} must be true or false, got {v!r}")
-        for name in ("bf16", "channels_last"):
-            v = getattr(self, name)
-            _check(v is None or isinstance(v, bool), f"{name} must be true, false or None "
-                   f"(auto), got {v!r}")
-        _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1),
-               f"threads must be a positive integer or None (auto), got {self.threads!r}")
-        _check(not (self.nesterov and self.momentum == 0),
-               "nesterov=True needs momentum > 0 (set nesterov=False for plain SGD)")
+        _check(isinstance(self.sgdr, bool), f"sgdr must be true or false, got {self.sgdr!r}")
+        check_training(self)   # the same rules as SearchConfig's (config.py)
 
     def lr(self, step: int, total_steps: int) -> float:
         """The learning rate at `step` of a run of `total_steps` (SGDR or constant)."""
@@ -170,7 +169,10 @@ def _num_outputs(model: nn.Module) -> int | None:
     return arch.channels(arch.output) if arch is not None and hasattr(arch, "output") else None
 
 
-def _settings(config: TrainConfig, device: torch.device) -> dict:
+STEPS = ("eager", "cuda_graph", "compile")   # how fit runs a training step (module docstring)
+
+
+def _settings(config: TrainConfig, device: torch.device, step: str = "eager") -> dict:
     auto = auto_settings(device)
     s = {"device": str(device),
          "bf16": auto["bf16"] if config.bf16 is None else config.bf16,
@@ -181,19 +183,26 @@ def _settings(config: TrainConfig, device: torch.device) -> dict:
         raise ConfigError(f"bf16=True but {device} does not support bfloat16; set bf16=False")
     if device.type != "cpu" and config.threads is None:
         s["threads"] = None
+    if step not in STEPS:
+        raise ConfigError(f"step must be one of {', '.join(STEPS)}, got {step!r}")
+    s["step"] = "static" if step == "cuda_graph" and device.type != "cuda" else step
     return s
 
 
 def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
         mean: Sequence[float], std: Sequence[float], seed: int,
         device: str | torch.device | None = None,
-        callback: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+        callback: Callable[[EpochRecord], None] | None = None,
+        step: str = "eager") -> TrainResult:
     """Train `model` in place for `epochs` epochs on `data` (an ImageData); returns the records.
 
     SGD with (Nesterov) momentum and weight decay; the lr follows `config.lr` per batch and
     restarts at lr_start on every call. Shuffling and augmentation draw from a torch.Generator
     seeded with `seed` (the global RNG is untouched). device=None trains where the model is;
     otherwise the model is moved there (and stays). `callback(record)` runs after each epoch.
+    `step`: "eager", "cuda_graph" or "compile" (see the module docstring); the settings in the
+    result say which ran ("static": cuda_graph's step uncaptured, on a device without CUDA)
+    and, for cuda_graph, `setup_seconds` (warm-up and capture).
     """
     if not _is_int(epochs) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -202,12 +211,12 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     if not _is_int(seed):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     dev = _model_device(model) if device is None else resolve_device(device)
-    s = _settings(config, dev)
+    s = _settings(config, dev, step)
     start = time.perf_counter()
     with speed_settings(dev, s["threads"]):
         model.to(dev)
-        x = images_to_device(getattr(data, "x", None), dev)
-        y = labels_to_device(getattr(data, "y", None), len(x), dev, _num_outputs(model))
+        x = device_images(getattr(data, "x", None), dev)
+        y = device_labels(getattr(data, "y", None), len(x), dev, _num_outputs(model))
         if len(x) < 2:
             raise DataError(f"training needs at least 2 images (batch norm), got {len(x)}")
         if s["channels_last"]:
@@ -229,11 +238,15 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
     scale, shift = normalizer(mean, std, x.shape[1], dev)
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
+    pad = config.crop_pad if config.augment else None  # None: no augmentation
+    if s["step"] in ("cuda_graph", "static"):
+        return _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad,
+                           callback)
+    net = torch.compile(model, dynamic=False) if s["step"] == "compile" else model
     opt = torch.optim.SGD(model.parameters(), lr=config.lr(0, total), momentum=config.momentum,
                           nesterov=config.nesterov, weight_decay=config.weight_decay)
     model.train()
     records = []
-    pad = config.crop_pad if config.augment else None  # None: no augmentation
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen, device=dev)[: steps * batch]
@@ -243,7 +256,7 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
             for group in opt.param_groups:
                 group["lr"] = config.lr((epoch - 1) * steps + i, total)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s["bf16"]):
-                logits = model(to_float(xb, scale, shift, s["channels_last"]))
+                logits = net(to_float(xb, scale, shift, s["channels_last"]))
             loss = F.cross_entropy(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -257,6 +270,138 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
         records.append(rec)
         if callback is not None:
             callback(rec)
+    return records
+
+
+class _StaticStep:
+    """One SGD step on static input buffers: normalise, forward, backward, fused SGD with the
+    learning rate in a device tensor. `capture` records it as a CUDA graph; afterwards each
+    call copies the batch in and replays the graph (a few launches for the whole step)."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, s: dict, batch: int, chw,
+                 scale: torch.Tensor, shift: torch.Tensor, dev: torch.device):
+        self.model, self.dev, self.scale, self.shift = model, dev, scale, shift
+        self.bf16, self.channels_last = s["bf16"], s["channels_last"]
+        self.xb = torch.zeros((batch, *chw), dtype=torch.uint8, device=dev)
+        self.yb = torch.zeros(batch, dtype=torch.int64, device=dev)
+        lr = torch.tensor(config.lr_start, dtype=torch.float32, device=dev)
+        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                   nesterov=config.nesterov, weight_decay=config.weight_decay,
+                                   fused=True)
+        self.lr = self.opt.param_groups[0]["lr"]
+        self.graph = None
+        self.out: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _body(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # autocast's weight cache must be off inside a graph capture (PyTorch's CUDA graph docs)
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.bf16,
+                            cache_enabled=False):
+            logits = self.model(to_float(self.xb, self.scale, self.shift, self.channels_last))
+        loss = F.cross_entropy(logits.float(), self.yb)
+        loss.backward()
+        self.opt.step()
+        return loss.detach(), logits.detach().argmax(1)
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next step (a device-side fill: no host synchronisation)."""
+        self.lr.fill_(lr)
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step on (uint8 images, labels); returns (loss, predictions) tensors
+        that the next call overwrites."""
+        self.xb.copy_(xb)
+        self.yb.copy_(yb)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        self.opt.zero_grad(set_to_none=True)
+        return self._body()
+
+    def _state(self) -> list[torch.Tensor]:
+        return [t for t in self.model.parameters()] + [t for t in self.model.buffers()]
+
+    def capture(self, x0: torch.Tensor, y0: torch.Tensor, warmup: int = GRAPH_WARMUP) -> None:
+        """Warm up on batch (x0, y0), undo the warm-up, then capture the step as a CUDA graph.
+
+        Warm-up and capture run on a side stream (the current one if it is not the default
+        stream: each of the stream executor's threads has its own). The capture uses
+        "thread_local" mode so that other threads keep training meanwhile, and
+        one capture runs at a time per process.
+        """
+        dev = self.dev
+        saved = [t.detach().clone() for t in self._state()]
+        current = torch.cuda.current_stream(dev)
+        side = current
+        if current == torch.cuda.default_stream(dev):
+            side = side_stream(dev, ("fit", threading.get_ident()))
+            side.wait_stream(current)
+        with torch.cuda.stream(side):
+            self.xb.copy_(x0)
+            self.yb.copy_(y0)
+            for _ in range(warmup):
+                self.opt.zero_grad(set_to_none=True)
+                self._body()
+            with torch.no_grad():
+                for t, v in zip(self._state(), saved, strict=True):
+                    t.copy_(v)
+                for state in self.opt.state.values():  # momentum 0: the first step is exact
+                    buf = state.get("momentum_buffer")
+                    if buf is not None:
+                        buf.zero_()
+            self.opt.zero_grad(set_to_none=True)  # backward allocates .grad in the graph pool
+            graph = torch.cuda.CUDAGraph()
+            with _CAPTURE_LOCK:
+                graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    out = self._body()
+                finally:
+                    graph.capture_end()
+        current.wait_stream(side)
+        self.graph, self.out = graph, out
+
+    def release(self) -> None:
+        """Drop the graph, its outputs and the gradients (frees the graph's memory pool)."""
+        self.graph = self.out = None
+        self.opt.zero_grad(set_to_none=True)
+
+
+def _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad, callback
+                ) -> list[EpochRecord]:
+    """_run with a _StaticStep (captured as a CUDA graph when s["step"] is "cuda_graph")."""
+    dev, n = x.device, len(x)
+    steps = n // batch
+    total = epochs * steps
+    if epochs == 0:
+        return []
+    model.train()
+    t_setup = time.perf_counter()
+    step = _StaticStep(model, config, s, batch, tuple(x.shape[1:]), scale, shift, dev)
+    records = []
+    try:
+        if s["step"] == "cuda_graph":
+            step.capture(x[:batch], y[:batch])
+            torch.cuda.current_stream(dev).synchronize()
+        s["setup_seconds"] = time.perf_counter() - t_setup
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            order = torch.randperm(n, generator=gen, device=dev)[: steps * batch]
+            losses = torch.zeros(steps, device=dev)
+            preds = torch.empty(steps, batch, dtype=torch.int64, device=dev)
+            for i, xb, yb in _epoch_batches(x, y, order, batch, pad, gen):
+                step.set_lr(config.lr((epoch - 1) * steps + i, total))
+                loss, pred = step(xb, yb)
+                losses[i].copy_(loss)
+                preds[i].copy_(pred)
+            _check_finite(losses, epoch, steps)
+            accuracy = float((preds.view(-1) == y[order]).float().mean())
+            rec = EpochRecord(epoch, float(losses.mean()), accuracy,
+                              config.lr(epoch * steps, total), time.perf_counter() - t0,
+                              steps * batch)
+            records.append(rec)
+            if callback is not None:
+                callback(rec)
+    finally:
+        step.release()
     return records
 
 
@@ -287,7 +432,7 @@ def _batches(model, x_np: np.ndarray, mean, std, device, batch_size):
     model.to(dev)
     if not _is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    x = images_to_device(x_np, dev)
+    x = device_images(x_np, dev)
     scale, shift = normalizer(mean, std, x.shape[1], dev)
     for i in range(0, len(x), batch_size):
         yield i, model(to_float(x[i:i + batch_size], scale, shift))
@@ -296,14 +441,15 @@ def _batches(model, x_np: np.ndarray, mean, std, device, batch_size):
 def evaluate(model: nn.Module, data, *, mean: Sequence[float], std: Sequence[float],
              device: str | torch.device | None = None, batch_size: int = 1000) -> EvalResult:
     """Accuracy and mean cross-entropy of `model` on `data` (eval mode, fp32, no augmentation)."""
-    y = labels_to_device(data.y, len(data.x), torch.device("cpu"), _num_outputs(model))
+    dev = _model_device(model) if device is None else resolve_device(device)
+    y = device_labels(data.y, len(data.x), dev, _num_outputs(model))
     was_training = model.training
     model.eval()
     sums = []  # (loss sum, correct) per batch, kept on the device until the end
     try:
         with torch.inference_mode():
-            for i, logits in _batches(model, data.x, mean, std, device, batch_size):
-                yb = y[i:i + len(logits)].to(logits.device)
+            for i, logits in _batches(model, data.x, mean, std, dev, batch_size):
+                yb = y[i:i + len(logits)]
                 sums.append(torch.stack([F.cross_entropy(logits.float(), yb, reduction="sum"),
                                          (logits.argmax(1) == yb).sum().float()]))
     finally:

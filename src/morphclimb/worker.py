@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from .build import build, weights_of
 from .errors import TrainingError
+from .seeds import derive_seed  # noqa: F401  (its old home; kept for imports)
 from .spec import Arch
 from .train import TrainConfig, evaluate, fit
 
-
-def derive_seed(seed: int, *keys: int | str) -> int:
-    """A 31-bit seed derived from the run seed and a path of keys (step, child, purpose...)."""
-    ints = [int(seed)] + [k if isinstance(k, int) else int.from_bytes(k.encode()[:8], "little")
-                          for k in keys]
-    return int(np.random.SeedSequence(ints).generate_state(1)[0] & 0x7FFFFFFF)
+# build() seeds and restores the process-wide CPU generator around a network's initialisation;
+# tasks trained in threads of one process (parallel.streams) build one at a time.
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -38,6 +36,7 @@ class TrainTask:
     eval_part: str | None = "val"           # evaluated after training (None: no evaluation)
     init_seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    step: str = "eager"                     # how fit runs a step: eager, cuda_graph, compile
 
 
 @dataclass
@@ -68,12 +67,13 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
     start = time.perf_counter()
     try:
         arch = Arch.from_dict(task.arch)
-        model = build(arch, task.weights, seed=task.init_seed, dtype=torch.float32)
+        with _BUILD_LOCK:
+            model = build(arch, task.weights, seed=task.init_seed, dtype=torch.float32)
         records: list[dict[str, Any]] = []
         if task.epochs > 0:
             result = fit(model, _part(split, task.part), epochs=task.epochs,
                          config=task.config, mean=split.mean, std=split.std, seed=task.seed,
-                         device=device, callback=callback)
+                         device=device, callback=callback, step=task.step)
             records = [dict(r) for r in result.records]   # fit raises on a NaN/inf loss
         ev = None
         if task.eval_part is not None:

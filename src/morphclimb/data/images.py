@@ -15,6 +15,8 @@ from ..errors import DataError
 _KEEP = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _CONVERT = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "La": "LA",
             "RGBa": "RGBA", "RGBX": "RGB", "PA": "RGBA"}
+# The Pillow mode of each channel count.
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 # The mode images of a given channel count are promoted to when a dataset mixes counts.
 _PROMOTE = {(1, 3): "RGB", (1, 4): "RGBA", (2, 3): "RGBA", (2, 4): "RGBA", (3, 4): "RGBA",
             (1, 2): "LA"}
@@ -77,6 +79,32 @@ def _promote(arr: np.ndarray, mode: str) -> np.ndarray:
     """Convert one decoded image to `mode` (e.g. grey -> RGB) with Pillow."""
     im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).convert(mode)
     out = np.asarray(im)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def convert_channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    """One decoded image (H, W, C) with `channels` channels, converted as `stack` promotes.
+
+    Grey -> RGB and the other promotions are exactly what a dataset mixing channel counts does
+    to its images; a reduction (e.g. RGB -> grey, RGBA -> RGB) is Pillow's conversion.
+    """
+    if arr.shape[2] == channels:
+        return arr
+    if channels not in _MODES:
+        raise DataError(f"cannot convert images to {channels} channels (1 to 4 are supported)")
+    return _promote(arr, _MODES[channels])
+
+
+def resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One decoded image (H, W, C) resized to `size` (H, W) by Pillow's bicubic filter.
+
+    The same as resizing the file with Pillow's `Image.resize` defaults before decoding it.
+    """
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    out = np.asarray(im.resize((w, h), Image.Resampling.BICUBIC))
     return out[:, :, None] if out.ndim == 2 else out
 
 

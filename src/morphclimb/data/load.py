@@ -52,6 +52,25 @@ def load_dataset(source: str | Path = "mini-cifar10", root: str | Path | None = 
     raise DataError(f"no such file or directory: {path}")
 
 
+def load_split(c, progress: bool = False) -> tuple[Dataset, Split]:
+    """The dataset a search config names, and its train / validation / test split.
+
+    `c` is a SearchConfig (dataset, data_root, subset, val, split_seed are read).
+    """
+    import numpy as np
+
+    from ..seeds import derive_seed
+    from .core import stratified_indices
+    ds = load_dataset(c.dataset, root=c.data_root, progress=progress)
+    if c.subset is not None and c.subset < len(ds.train):
+        rng = np.random.default_rng(derive_seed(c.split_seed, "subset"))
+        _, keep = stratified_indices(ds.train.y, ds.num_classes, c.subset, rng, ds.classes,
+                                     f"dataset {ds.name!r}")
+        ds = Dataset(f"{ds.name}-subset{c.subset}", ds.train.subset(keep), ds.test, ds.classes)
+    val = int(c.val) if c.val is not None and c.val >= 1 else c.val
+    return ds, ds.split(val=val, seed=c.split_seed)
+
+
 def dataset_info(ds: Dataset | Split) -> dict:
     """A JSON-ready summary (name, sizes, classes, image size) of a Dataset or a Split."""
     info = {"name": ds.name, "num_classes": ds.num_classes, "classes": list(ds.classes),

@@ -8,14 +8,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..build import LAYERS, key
 from ..errors import MorphismError
-from ..spec import Arch, has_bias
+from ..spec import OPS, Arch, has_bias
 
-BN_EPS = 1e-5  # the eps of nn.BatchNorm2d, which build() uses
-PRESERVING = frozenset({"bn", "relu", "maxpool", "gap"})  # ops that keep channels one-to-one
-BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+PRESERVING = frozenset(op for op, o in OPS.items() if o.per_channel)  # channels one-to-one
 # A layout of a node's output after a morphism: (new channel count, new position of each old one).
 Layout = tuple[int, tuple[int, ...]]
 
@@ -26,11 +24,6 @@ class LayoutConflict(Exception):
     def __init__(self, node_id: str):
         super().__init__(node_id)
         self.node_id = node_id
-
-
-def key(node_id: str, param: str) -> str:
-    """The state-dict key of one parameter of one node."""
-    return f"layers.{node_id}.{param}"
 
 
 def new_ids(arch: Arch, prefixes: Iterable[str]) -> list[str]:
@@ -201,37 +194,6 @@ def rewire(arch: Arch, old: str, new: str, inserted: list, after: str) -> list:
     return nodes
 
 
-def expected_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
-    """State-dict key -> tensor shape that build(arch) has."""
-    out: dict[str, tuple[int, ...]] = {}
-    for n in arch.nodes:
-        if n.op in ("conv", "linear"):
-            cin, c = arch.channels(n.inputs[0]), n.channels
-            out[key(n.id, "weight")] = (c, cin, n.kernel, n.kernel) if n.op == "conv" else (c, cin)
-            if has_bias(n):
-                out[key(n.id, "bias")] = (c,)
-        elif n.op == "bn":
-            c = arch.channels(n.id)
-            for p in BN_KEYS:
-                out[key(n.id, p)] = () if p == "num_batches_tracked" else (c,)
-        elif n.op == "add":
-            out[key(n.id, "weight")] = (len(n.inputs),)
-    return out
-
-
-def check_weights(arch: Arch, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise MorphismError unless `state_dict` has exactly the keys and shapes of build(arch)."""
-    want = expected_shapes(arch)
-    missing = sorted(set(want) - set(state_dict))
-    extra = sorted(set(state_dict) - set(want))
-    bad = [k for k in want if k in state_dict and tuple(state_dict[k].shape) != want[k]]
-    if missing or extra or bad:
-        parts = [f"missing {missing[:6]}"] if missing else []
-        parts += [f"unexpected {extra[:6]}"] if extra else []
-        parts += [f"wrong shape {k}: {tuple(state_dict[k].shape)} != {want[k]}" for k in bad[:6]]
-        raise MorphismError("the weights do not fit the architecture: " + "; ".join(parts))
-
-
 def ancestors(arch: Arch, node_id: str) -> set[str]:
     """`node_id` and every node it depends on."""
     need = {node_id}
@@ -239,29 +201,6 @@ def ancestors(arch: Arch, node_id: str) -> set[str]:
         if n.id in need:
             need.update(n.inputs)
     return need
-
-
-def _forward(n, xs: list[torch.Tensor], sd: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    x = xs[0]
-    if n.op == "conv":
-        b = sd.get(key(n.id, "bias"))
-        return F.conv2d(x, sd[key(n.id, "weight")], b, padding=n.kernel // 2)
-    if n.op == "bn":
-        return F.batch_norm(x, None, None, sd[key(n.id, "weight")], sd[key(n.id, "bias")],
-                            training=True, eps=BN_EPS)
-    if n.op == "relu":
-        return F.relu(x)
-    if n.op == "maxpool":
-        return F.max_pool2d(x, n.kernel, n.kernel)
-    if n.op == "add":
-        w = sd[key(n.id, "weight")].to(x.dtype)
-        out = x * w[0]
-        for k in range(1, len(xs)):
-            out = out + xs[k] * w[k]
-        return out
-    if n.op == "concat":
-        return torch.cat(xs, dim=1)
-    raise MorphismError(f"cannot run node '{n.id}' ({n.op}) on a probe batch")
 
 
 def activation(arch: Arch, state_dict: Mapping[str, torch.Tensor], probe: torch.Tensor,
@@ -272,7 +211,8 @@ def activation(arch: Arch, state_dict: Mapping[str, torch.Tensor], probe: torch.
     with torch.no_grad():
         for n in arch.nodes[1:]:
             if n.id in need:
-                vals[n.id] = _forward(n, [vals[i] for i in n.inputs], state_dict)
+                w = {name: state_dict[key(n.id, name)] for name in arch.weight_shapes(n.id)}
+                vals[n.id] = LAYERS[n.op].run(n, [vals[i] for i in n.inputs], w)
     return vals[node_id]
 
 

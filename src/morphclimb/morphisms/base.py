@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..build import check_weights
 from ..errors import MorphismError
 from ..spec import Arch
-from ._graph import check_probe, check_weights
+from ._graph import check_probe
 
 StateDict = dict[str, torch.Tensor]
 # choices(arch) -> [(position, [option, ...]), ...], only positions with at least one option
@@ -48,7 +49,7 @@ class Morphism:
               ) -> tuple[Arch, StateDict, dict[str, Any]]:
         """Apply one record; returns (arch, state_dict, record with its output fields)."""
         check_record(self, record)
-        check_weights(arch, state_dict)
+        check_weights(arch, state_dict, MorphismError)
         probe = check_probe(arch, state_dict, probe)
         return self.apply_record(arch, state_dict, dict(record), rng, probe)
 

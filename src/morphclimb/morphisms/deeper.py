@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..build import BN_EPS, key
 from ..errors import MorphismError
 from ..spec import Arch, Node
-from ._graph import BN_EPS, activation, dtype_device, key, new_ids, rewire
+from ._graph import activation, dtype_device, new_ids, rewire
 from .base import Choices, Morphism, StateDict, need_int, need_node
 
 KERNELS = (3, 5)

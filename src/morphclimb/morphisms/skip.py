@@ -8,18 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..build import key
 from ..errors import MorphismError
 from ..spec import Arch, Node
-from ._graph import (
-    LayoutConflict,
-    dtype_device,
-    he_normal,
-    key,
-    new_ids,
-    propagate,
-    relayout,
-    rewire,
-)
+from ._graph import LayoutConflict, dtype_device, he_normal, new_ids, propagate, relayout, rewire
 from .base import Choices, Morphism, StateDict, need_node
 
 ENDS = ("relu", "maxpool", "add", "concat")  # ops a skip may start from or lead into

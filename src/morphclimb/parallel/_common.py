@@ -83,10 +83,11 @@ def failed(task: TrainTask, reason: str, **meta) -> TrainOutcome:
 
 
 def result(task: TrainTask, message: tuple, **meta) -> TrainOutcome:
-    """The outcome in a worker's message; a task that raised re-raises here, in the parent."""
+    """The outcome in a worker's message; a task that raised becomes a failed outcome (as
+    under the serial executor: one child's failure never ends the search)."""
     if message[0] == "raise":
         _, exc, tb = message
-        raise exc from TrainingError(f"while training {task.model_id} in a worker:\n{tb}")
+        return failed(task, f"{type(exc).__name__}: {exc}\n{tb}"[:2000], **meta)
     out = message[1]
     out.meta.update(meta)
     return out

@@ -149,6 +149,8 @@ class LocalExecutor:
     def _thread_count(self) -> int | None:
         return self.threads if self.device.type == "cpu" else None
 
+    one_at_a_time = False
+
     def run(self, tasks: list[TrainTask], on_done: OnDone | None = None) -> list[TrainOutcome]:
         """Train every task in parallel; `on_done(outcome)` runs here as each one finishes."""
         tasks = [with_threads(t, self._thread_count()) for t in tasks]

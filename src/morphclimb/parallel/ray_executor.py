@@ -46,7 +46,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, split, device=None, workers: int | None = None,
-                 address: str | None = None):
+                 address: str | None = None, on_epoch=None):
+        self.on_epoch = on_epoch
         ray = self._ray = _import_ray()
         self._owns = not ray.is_initialized()
         if self._owns:
@@ -83,6 +84,8 @@ class RayExecutor:
         self.num_cpus = max(cpus / self.workers, 0.01) if self.device.type != "cuda" else 1.0
         self.threads = max(1, int(self.num_cpus))
 
+    one_at_a_time = False
+
     def run(self, tasks: list[TrainTask], on_done: OnDone | None = None) -> list[TrainOutcome]:
         """Submit every task; `on_done(outcome)` runs here, in completion order."""
         ray = self._ray
@@ -99,6 +102,9 @@ class RayExecutor:
                 done, pending = ray.wait(pending, num_returns=1)
                 i = refs[done[0]]
                 outcomes[i] = self._get(done[0], tasks[i])
+                if self.on_epoch is not None:   # Ray sends no live messages: replay them
+                    for record in outcomes[i].records:
+                        self.on_epoch(outcomes[i].model_id, dict(record))
                 if on_done is not None:
                     on_done(outcomes[i])
         except BaseException:
@@ -112,7 +118,7 @@ class RayExecutor:
         try:
             return result(task, self._ray.get(ref))
         except exceptions.RayTaskError as e:
-            raise e.as_instanceof_cause() from None
+            return failed(task, f"{type(e).__name__}: {str(e)[:1500]}")
         except exceptions.RayError as e:
             return failed(task, f"{DIED_TWICE} while training {task.model_id}: "
                            f"{type(e).__name__}: {str(e)[:500]}")

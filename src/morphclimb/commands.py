@@ -1,4 +1,5 @@
-"""What the `retrain`, `ensemble`, `evaluate` and `show` commands do, as plain functions."""
+"""What the `retrain`, `ensemble`, `evaluate` and `show` commands do, as plain functions
+(cli.py parses and prints; these do the work and return data)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,24 @@ from pathlib import Path
 
 from .build import build
 from .errors import RunDirError
+from .events import FINAL, check_model_id
 from .journal import RunDir
 from .results import collect_results
 
 
 def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None) -> dict:
     """Retrain from scratch ('retrain') or build the snapshot ensemble ('ensemble') of a run."""
+    from .followups import run_retrain, run_snapshot_ensemble
     from .nash import attach
     run = RunDir.open(run_dir)
-    if not run.records("run_finished"):
+    if run.state().finished is None:
         raise RunDirError(f"{run_dir} has not finished; `morphclimb resume {run_dir}` first")
     cb = progress.event if progress else None
     ep = progress.epoch if progress else None
     with attach(run_dir, overrides, cb, ep) as climber:
         if what == "retrain":
-            from .extras import run_retrain
             run_retrain(climber)
         else:
-            from .ensemble import run_snapshot_ensemble
             run_snapshot_ensemble(climber)
     return collect_results(run)
 
@@ -32,15 +33,16 @@ def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None) ->
 def evaluate_run(run_dir: str | Path, model_id: str = "final", part: str = "test",
                  device=None) -> dict:
     """Accuracy and loss of one of a run's models on its train, val or test images."""
-    from .config import SearchConfig
+    from .data.load import load_split
     from .device import resolve_device
-    from .nash import load_split
+    from .nash import run_config
     from .train import evaluate
     run = RunDir.open(run_dir)
+    check_model_id(model_id, "--model")
     if not run.model_dir(model_id).is_dir():
         known = sorted(p.name for p in (run.path / "models").glob("*"))
         raise RunDirError(f"{run_dir} has no model {model_id!r}; it has {', '.join(known)}")
-    cfg = SearchConfig.from_dict(run.config())
+    cfg = run_config(run)
     _, split = load_split(cfg)
     arch, w = run.load_model(model_id)
     res = evaluate(build(arch, w), getattr(split, part), mean=split.mean, std=split.std,
@@ -81,6 +83,6 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
         e = r["snapshot_ensemble"]
         lines.append(f"snapshot ensemble: test error {e['test_error']:.2f}%, "
                      f"{e['params']:,} params")
-    arch = run.load_arch("final")
+    arch = run.load_arch(FINAL)
     lines += ["", "final architecture:", arch.summary()]
     return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""One replayed view of a run: what was made, trained, failed and decided, and the current best.
+
+`RunState.replay(records)` folds the journal's records, in order, into this state; the search
+applies each record as it writes it, and results, figures, the report, the progress display and
+TensorBoard read the same state. Nothing here reads files or trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import MODEL0, Event
+
+Record = dict[str, Any]
+
+
+@dataclass
+class RunState:
+    """The run as its journal tells it (records are the journal's dicts, unchanged)."""
+
+    started: Record | None = None                      # the run_started record
+    config_changes: dict[str, Any] = field(default_factory=dict)
+    made: dict[str, Record] = field(default_factory=dict)        # model -> child_made
+    redrawn: list[Record] = field(default_factory=list)          # child_redrawn records
+    trained: dict[str, Record] = field(default_factory=dict)     # model -> model_trained
+    failed: dict[str, Record] = field(default_factory=dict)      # model -> child_failed
+    retried: list[Record] = field(default_factory=list)          # failures_retried records
+    rungs: dict[tuple[int, int], Record] = field(default_factory=dict)  # (step, rung) -> record
+    decided: dict[int, Record] = field(default_factory=dict)     # step -> step_decided
+    stopped: Record | None = None                      # climb_stopped
+    ensembles: list[Record] = field(default_factory=list)
+    finished: Record | None = None                     # run_finished
+    resumes: int = 0
+    clock: float = 0.0                                 # latest search clock seen
+
+    @classmethod
+    def replay(cls, records: list[Record]) -> RunState:
+        """The state after applying `records` in order."""
+        state = cls()
+        for r in records:
+            state.apply(r)
+        return state
+
+    def apply(self, r: Record) -> None:
+        """Fold one journal record into the state."""
+        e = Event(r["event"])
+        self.clock = max(self.clock, float(r.get("clock") or 0.0))
+        if e is Event.RUN_STARTED:
+            self.started = r
+        elif e is Event.RUN_RESUMED:
+            self.resumes += 1
+        elif e is Event.CONFIG_CHANGED:
+            self.config_changes.update(r["changes"])
+        elif e is Event.FAILURES_RETRIED:
+            self.retried.append(r)
+            for m in r["models"]:
+                self.failed.pop(m, None)
+        elif e is Event.CHILD_MADE:
+            self.made[r["model"]] = r
+        elif e is Event.CHILD_REDRAWN:
+            self.redrawn.append(r)
+        elif e is Event.MODEL_TRAINED:
+            self.trained[r["model"]] = r
+            self.failed.pop(r["model"], None)
+        elif e is Event.CHILD_FAILED:
+            self.failed[r["model"]] = r
+        elif e is Event.RUNG_DECIDED:
+            self.rungs[(r["step"], r["rung"])] = r
+        elif e is Event.STEP_DECIDED:
+            self.decided[r["step"]] = r
+        elif e is Event.CLIMB_STOPPED:
+            self.stopped = r
+        elif e is Event.ENSEMBLE_EVALUATED:
+            self.ensembles.append(r)
+        elif e is Event.RUN_FINISHED:
+            self.finished = r
+
+    # ------------------------------------------------------------------ questions
+    def config(self, base: dict[str, Any]) -> dict[str, Any]:
+        """The run's effective config: `base` (config.json) with the journaled changes."""
+        return {**base, **self.config_changes}
+
+    def outcome(self, model_id: str) -> Record | None:
+        """The model_trained or child_failed record of `model_id` (None: not run yet)."""
+        return self.trained.get(model_id) or self.failed.get(model_id)
+
+    def best(self) -> Record | None:
+        """The current best model's record: the last step's winner, else model_0."""
+        if self.decided:
+            return self.trained.get(self.decided[max(self.decided)]["best"])
+        return self.trained.get(MODEL0)
+
+    def kept_incumbent(self, step: int) -> bool:
+        """Whether step `step` kept the current best (no child beat it)."""
+        d = self.decided[step]
+        return self.trained.get(d["best"], {}).get("role") == "incumbent"
+
+    def lineage(self, model_id: str) -> list[str]:
+        """The models `model_id` descends from, model_0 first, itself last."""
+        chain, seen = [], set()
+        m: str | None = model_id
+        while m is not None and m not in seen:
+            seen.add(m)
+            chain.append(m)
+            r = self.trained.get(m) or self.made.get(m) or self.failed.get(m) or {}
+            m = r.get("parent")
+        return chain[::-1]
+
+    def ensemble(self, kind: str = "snapshot") -> Record | None:
+        """The latest ensemble evaluation of that kind."""
+        return next((r for r in reversed(self.ensembles) if r.get("kind") == kind), None)
