@@ -148,7 +148,7 @@ def check_labels(y, n: int, classes: int | None = None) -> None:
 # (milliseconds against minutes of training) and caching would double the data's memory, so
 # the CPU path makes its copy per call, as it always did.
 CACHED_DEVICE_TYPES = frozenset({"cuda", "mps"})
-MAX_CACHED = 16   # entries (arrays x devices); the oldest goes first
+MAX_CACHED = 32   # entries (arrays x devices); the oldest goes first
 
 _cache: dict[tuple, tuple[weakref.ref, torch.Tensor]] = {}
 _cache_lock = threading.Lock()

@@ -23,6 +23,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help="override one config key, e.g. --set n_steps=3 (repeatable); keys: "
                    + ", ".join(FIELDS))
     p.add_argument("--seed", type=int, help="run seed (default 0)")
+    p.add_argument("--start", metavar="RUN_DIR|ARCH_JSON", help="climb from another run's "
+                   "final network (with its weights) or from an architecture file such as "
+                   "`show --arch`/`export` write, instead of the paper's model_0")
+    p.add_argument("--start-weights", metavar="SAFETENSORS", help="weights for --start "
+                   "ARCH_JSON (without them it starts from fresh weights, pretrained)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<time>-s<seed>)")
     p.add_argument("--tensorboard", action="store_true",
                    help="log training curves to RUN_DIR/tensorboard")
@@ -70,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="a run's summary and final architecture")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print results.json instead")
+    p.add_argument("--arch", metavar="MODEL", nargs="?", const="final", help="print only the "
+                   "architecture JSON of MODEL (default final), the format --start reads")
     p = sub.add_parser("predict", help="top classes of image files (or folders of them) by a "
                        "run's model or snapshot ensemble")
     p.add_argument("run_dir")
@@ -105,7 +112,8 @@ def cmd_search(args) -> int:
     from .config import resolve
     from .nash import hill_climb
     overrides = _exec_overrides(args)
-    for key, attr in (("dataset", "dataset"), ("data_root", "data_root"), ("seed", "seed")):
+    for key, attr in (("dataset", "dataset"), ("data_root", "data_root"), ("seed", "seed"),
+                      ("start", "start"), ("start_weights", "start_weights")):
         if getattr(args, attr) is not None:
             overrides[key] = getattr(args, attr)
     if args.tensorboard:
@@ -131,6 +139,10 @@ def cmd_resume(args) -> int:
 
 
 def _print_result(r: dict) -> None:
+    climb = r.get("climb") or {}
+    if climb.get("stopped"):
+        print(f"climb stopped after {climb['steps_run']} of {climb['n_steps']} steps: "
+              f"{climb['stopped']}")
     f = r["final"]
     print(f"final: test error {f['test_error']:.2f}% ({100 - f['test_error']:.2f}% accuracy), "
           f"{f['params']:,} parameters, {f['convs']} conv layers; run directory {r['run_dir']}")
@@ -176,7 +188,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .commands import show_run
+    from .commands import show_arch, show_run
+    if args.arch:
+        print(show_arch(args.run_dir, args.arch))
+        return 0
     print(show_run(args.run_dir, as_json=args.json))
     return 0
 

@@ -79,6 +79,13 @@ class Progress:
             self._close_bar()
             reason = (e.get("reason") or "").splitlines()[0] if e.get("reason") else "?"
             self.line(f"{e['model']}: FAILED ({reason}); the step goes on without it")
+        elif kind is Event.RUNG_DECIDED:
+            self.line(f"step {e['step']} rung {e['rung']} ({e.get('epochs', '?')} epoch(s)): "
+                      f"kept {', '.join(e['kept'])}; cut {', '.join(e['cut']) or 'none'}")
+        elif kind is Event.CHILD_REDRAWN:
+            self.line(f"step {e['step']} child {e['child']}: drawn again ({e['reason']})")
+        elif kind is Event.CLIMB_STOPPED:
+            self.line(f"climb stopped before step {e['step']}: {e['reason']}")
         elif kind is Event.STEP_DECIDED:
             kept = "kept" if self.state.kept_incumbent(e["step"]) else "moved to"
             self.line(f"step {e['step']}: {kept} {e['best']} (val acc "

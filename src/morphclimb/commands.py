@@ -50,6 +50,12 @@ def evaluate_run(run_dir: str | Path, model_id: str = "final", part: str = "test
     return {"accuracy": float(res.accuracy), "loss": float(res.loss), "n": int(res.n)}
 
 
+def show_arch(run_dir: str | Path, model_id: str = FINAL) -> str:
+    """The architecture JSON of one of a run's models (what `search --start` reads)."""
+    run = RunDir.open(run_dir)
+    return json.dumps(run.load_arch(check_model_id(model_id, "--arch")).to_dict(), indent=1)
+
+
 def show_run(run_dir: str | Path, as_json: bool = False) -> str:
     """A run's summary: settings, each step's decision, results and the final architecture."""
     run = RunDir.open(run_dir)
@@ -61,6 +67,16 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
              f"n_NM {c['n_nm']}, epochs {c['epoch_pretrain']}/{c['epoch_neigh']}/"
              f"{c['epoch_final']} (pretrain/child/final), lr {c['lr_start']} -> {c['lr_end']}, "
              f"{'SGDR' if c['sgdr_climb'] else 'constant lr'} during the climb, seed {c['seed']}"]
+    climb = r.get("climb", {})
+    start = climb.get("start") or {}
+    if start.get("kind") not in (None, "model0"):
+        lines.append(f"started from {start.get('source')}"
+                     + (f" (model {start['model']})" if start.get("model") else ""))
+    if climb.get("stopped"):
+        lines.append(f"climb stopped after {climb['steps_run']} of {climb['n_steps']} steps: "
+                     f"{climb['stopped']}")
+    if climb.get("redrawn"):
+        lines.append(f"{climb['redrawn']} children redrawn (size limits or duplicates)")
     if "model0" in r:
         lines.append(f"model_0: val acc {100 * r['model0']['val_accuracy']:.2f}%, "
                      f"{r['model0']['params']:,} params")

@@ -32,8 +32,16 @@ class SearchConfig:
     lr_start: float = 0.05
     lr_end: float = 0.0
     sgdr_climb: bool = True           # False: the paper's "no SGDR" ablation (constant lr_start)
+    rungs: tuple[int, ...] = ()       # successive halving: epochs of each rung (sum epoch_neigh)
+    eta: int = 3                      # halving: the best 1/eta of a rung go on to the next
     # starting network
     widths: tuple[int, int, int] = (32, 64, 128)
+    start: str | None = None          # start from a run directory or an arch.json instead
+    start_weights: str | None = None  # weights.safetensors for an arch.json start
+    # limits
+    time_budget: float | None = None  # seconds for the whole command ("2h", "30m" accepted)
+    max_params: int | None = None     # children above this are redrawn, never trained
+    max_mflops: float | None = None   # forward MFLOPs per image, likewise
     # extras around the search
     snapshot_ensemble: bool = False   # train each step's best on train+val and ensemble them
     retrain: bool = False             # retrain the found architecture from scratch (Table 2)
@@ -69,7 +77,7 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         d = dataclasses.asdict(self)
-        d["widths"] = list(self.widths)
+        d["widths"], d["rungs"] = list(self.widths), list(self.rungs)
         return d
 
     @classmethod
@@ -122,9 +130,25 @@ def _known(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+DURATION = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(key: str, text: str) -> float:
+    """Seconds from '90', '90s', '30m', '2h' or '1.5h' (ConfigError naming `key` otherwise)."""
+    t = text.strip().lower()
+    unit = next((u for u in ("min", "s", "m", "h") if t.endswith(u)), "")
+    try:
+        return float(t[: len(t) - len(unit)]) * DURATION.get(unit, 1.0)
+    except ValueError:
+        raise ConfigError(f"{key}: expected seconds or a duration such as 90s, 30m, 2h; "
+                          f"got {text!r}") from None
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Check (and gently convert) one value against the field's declared type."""
     allowed = _ALLOWED[key]
+    if key == "time_budget" and isinstance(value, str):
+        value = parse_duration(key, value)
     if value is None:
         if type(None) in allowed:
             return None
@@ -220,6 +244,22 @@ def check(c: SearchConfig) -> None:
         raise ConfigError(f"workers must be >= 1, got {c.workers}")
     if len(c.widths) != 3 or min(c.widths) < 1:
         raise ConfigError(f"widths must be three positive integers, got {list(c.widths)}")
+    for key in ("time_budget", "max_mflops"):
+        v = getattr(c, key)
+        if v is not None and (not math.isfinite(v) or v <= 0):
+            raise ConfigError(f"{key} must be a positive number, got {v}")
+    if c.max_params is not None and c.max_params < 1:
+        raise ConfigError(f"max_params must be >= 1, got {c.max_params}")
+    if c.start_weights is not None and c.start is None:
+        raise ConfigError("start_weights needs start (the arch.json the weights belong to)")
+    if c.rungs:
+        if min(c.rungs) < 1 or sum(c.rungs) != c.epoch_neigh:
+            raise ConfigError(f"rungs must be positive epoch counts adding up to epoch_neigh "
+                              f"({c.epoch_neigh}), got {list(c.rungs)}")
+        if c.n_neigh < 2:
+            raise ConfigError("rungs (successive halving) need n_neigh >= 2")
+    if c.eta < 2:
+        raise ConfigError(f"eta must be >= 2, got {c.eta}")
     if c.n_steps > 0 and c.n_neigh > 1 and c.n_nm < 1:
         raise ConfigError("n_nm must be >= 1 when children are made (n_neigh > 1)")
 

@@ -76,6 +76,11 @@ def incumbent_id(step: int) -> str:
     return f"s{step:02d}inc"
 
 
+def rung_id(candidate: str, rung: int) -> str:
+    """Candidate `candidate` (a child or incumbent id) after rung `rung` of successive halving."""
+    return f"{candidate}r{rung}"
+
+
 def snapshot_id(step: int) -> str:
     """Step `step`'s best trained on train + validation (a snapshot-ensemble member)."""
     return f"snap{step:02d}"

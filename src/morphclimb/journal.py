@@ -151,8 +151,8 @@ def read_arch_file(path: str | Path) -> Arch:
         raise RunDirError(f"{p} is not a readable architecture JSON file: {e}") from e
     try:
         return Arch.from_dict(d)
-    except ArchError:
-        raise
+    except ArchError as e:
+        raise ArchError(f"{p}: {e}") from e
     except (TypeError, KeyError, ValueError, AttributeError) as e:
         raise ArchError(f"{p}: not an architecture ({type(e).__name__}: {e})") from e
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,20 +15,21 @@ import numpy as np
 import torch
 
 from .augment import probe_images
+from .budget import TimeModel, fits, image_passes, mflops, size_problem
 from .build import build
 from .config import SearchConfig
 from .data.load import load_split
-from .errors import RunDirError, TrainingError
-from .events import FINAL, MODEL0, Event, child_id, incumbent_id
+from .errors import ConfigError, RunDirError, TrainingError
+from .events import FINAL, MODEL0, Event, child_id, incumbent_id, rung_id
 from .executors import make_executor
 from .journal import RunDir
 from .morphisms import apply_random_morphisms
 from .seeds import derive_seed
 from .spec import Arch
+from .startpoint import load_start
 from .state import RunState
 from .train import TrainConfig
 from .worker import TrainOutcome, TrainTask
-from .zoo import starting_arch
 
 __all__ = ["Climber", "SearchResult", "attach", "hill_climb", "load_split", "resume", "search"]
 
@@ -82,13 +85,13 @@ class Climber:
     """
 
     def __init__(self, config: SearchConfig, run: RunDir, split, executor, dataset_info: dict,
-                 callback: Callback | None = None):
+                 callback: Callback | None = None, t0: float | None = None):
         self.c, self.run, self.split, self.executor = config, run, split, executor
         self.info = dataset_info
         self.emit = callback or (lambda event: None)
         self.state: RunState = run.state()
         self.clock0 = self.state.clock
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() if t0 is None else t0   # this session's start
         self.probe = probe_batch(split, config.probe_size, config.seed)
         self.pending: dict[str, TrainTask] = {}
 
@@ -135,7 +138,8 @@ class Climber:
         path = self.run.save_model(out.model_id, arch, out.weights)
         metrics = {f"{task.eval_part}_{k}": v for k, v in (out.eval or {}).items()}
         self.log({"event": Event.MODEL_TRAINED, "model": out.model_id, "checkpoint": path,
-                  "params": arch.num_params, "epochs": task.epochs, "part": task.part,
+                  "params": arch.num_params, "mflops": mflops(arch),
+                  "epochs": task.epochs, "part": task.part,
                   "seconds": out.seconds, "curves": out.records, **metrics, **task.meta})
 
     def train_one(self, model_id: str, arch: Arch, weights, epochs: int, **kw) -> dict:
@@ -148,57 +152,218 @@ class Climber:
 
     # ------------------------------------------------------------------ Algorithm 1
     def pretrain(self) -> dict:
-        """model_0: the starting network trained epoch_pretrain epochs."""
-        arch = starting_arch(self.split.channels, self.split.num_classes, self.split.image_size,
-                             widths=self.c.widths)
-        return self.train_one(MODEL0, arch, None, self.c.epoch_pretrain, role="pretrain",
-                              step=0)
+        """model_0: the starting network trained epoch_pretrain epochs.
 
-    def step(self, i: int, best: dict) -> dict:
+        With `start` (another run's network, or a user's arch.json with weights) model_0 is
+        that network as it is (evaluated, not trained); without weights it is trained
+        epoch_pretrain epochs from fresh weights, like the paper's model_0.
+        """
+        if MODEL0 in self.state.trained:
+            return self.state.trained[MODEL0]
+        arch, w, _ = load_start(self.c, self.split)
+        epochs = 0 if w is not None else self.c.epoch_pretrain
+        return self.train_one(MODEL0, arch, w, epochs, role="pretrain", step=0)
+
+    def step(self, i: int, best: dict) -> dict | None:
         """One hill-climbing step from `best`; returns the new best's record.
 
         With n_neigh > 1: n_neigh - 1 children plus the current best trained further, as in
         Algorithm 1. With n_neigh = 1 (the paper's "random networks" baseline): one child,
-        always accepted, no model selection.
+        always accepted, no model selection. Returns None when the time budget ends the climb
+        here (journaled as climb_stopped).
         """
         if i in self.state.decided:
             return self.state.trained[self.state.decided[i]["best"]]
         self.emit({"event": Event.STEP_START, "step": i, "n_steps": self.c.n_steps})
         parent_arch, parent_w = self.run.load_model(best["model"])
         tasks, sgdr = [], self.c.sgdr_climb
+        taken = {_key(parent_arch): "its parent"}
         for j in range(1, max(self.c.n_neigh, 2)):
             cid = child_id(i, j)
+            meta = dict(role="child", step=i, child=j, n_neigh=self.c.n_neigh,
+                        parent=best["model"], lineage=best.get("lineage", 0))
             if cid in self.state.trained:
+                taken.setdefault(_key(self.run.load_arch(cid)), cid)
                 tasks.append(self.task(cid, parent_arch, None, 0))
                 continue
-            rng = np.random.default_rng(derive_seed(self.c.seed, "morph", i, j))
-            arch, w, applied = apply_random_morphisms(parent_arch, parent_w, self.c.n_nm, rng,
-                                                      probe=self.probe)
-            if cid not in self.state.made:
-                self.log({"event": Event.CHILD_MADE, "model": cid, "step": i, "child": j,
-                          "parent": best["model"], "morphisms": applied,
-                          "params": arch.num_params})
-            t = self.task(cid, arch, w, self.c.epoch_neigh, sgdr=sgdr, role="child", step=i,
-                          child=j, n_neigh=self.c.n_neigh, parent=best["model"],
-                          lineage=best.get("lineage", 0))
-            tasks.append(t)
+            made = self.make_child(i, j, parent_arch, parent_w, best, taken)
+            if made is None:
+                if self.state.outcome(cid) is None:
+                    self.log({"event": Event.CHILD_FAILED, "model": cid, "reason":
+                              f"no acceptable child in {MAX_DRAWS} draws of morphisms "
+                              "(size limits or duplicates)", **meta})
+                tasks.append(self.task(cid, parent_arch, None, 0))
+                continue
+            arch, w = made
+            taken.setdefault(_key(arch), cid)
+            tasks.append(self.task(cid, arch, w, self.c.epoch_neigh, sgdr=sgdr, **meta))
         if self.c.n_neigh > 1:
             tasks.append(self.task(incumbent_id(i), parent_arch, parent_w, self.c.epoch_neigh,
                                    sgdr=sgdr, role="incumbent", step=i, child=self.c.n_neigh,
                                    n_neigh=self.c.n_neigh, parent=best["model"],
                                    lineage=best.get("lineage", 0)))
+        if self.c.time_budget is not None and not self.budget_allows(i, tasks, best):
+            return None
+        cut: list[str] = []
+        if self.c.rungs:
+            tasks, cut = self.halving(i, tasks)
         recs = self.train_all(tasks)
-        return self.decide(i, best, [recs[t.model_id] for t in tasks])
+        return self.decide(i, best, [recs[t.model_id] for t in tasks], cut)
 
-    def decide(self, i: int, best: dict, recs: list[dict]) -> dict:
-        """Move to the best child by validation accuracy; the incumbent stays on ties."""
+    def halving(self, i: int, tasks: list[TrainTask]) -> tuple[list[TrainTask], list[str]]:
+        """Successive halving over step i's candidates: every rung but the last.
+
+        Rung r trains each surviving candidate rungs[r] epochs (an SGDR cycle of its own, from
+        where its previous rung left it), then keeps the best ceil(n / eta) by validation
+        accuracy (then loss; the incumbent first on ties, as in `decide`). Returns the last
+        rung's tasks, which `step` trains and decides as usual, and the ids of the candidates
+        cut on the way (their last model). Journaled per rung (rung_decided: kept, cut,
+        scores), so a resumed step redoes nothing.
+        """
+        stage = [t for t in tasks if self.state.outcome(t.model_id) is None]
+        cut = [t.model_id for t in tasks if t not in stage]   # children with no valid draw
+        for r, epochs in enumerate(self.c.rungs, start=1):
+            stage = [self.rung_task(t, r, epochs) for t in stage]
+            if r == len(self.c.rungs):
+                return stage, cut
+            recs = self.train_all(stage)
+            done = self.state.rungs.get((i, r))
+            if done is None:
+                ok = sorted((recs[t.model_id] for t in stage
+                             if recs[t.model_id]["event"] == Event.MODEL_TRAINED),
+                            key=lambda rec: (-rec["val_accuracy"], rec["val_loss"],
+                                             rec.get("role") != "incumbent", rec["child"]))
+                keep = max(1, math.ceil(len(stage) / self.c.eta))
+                kept = [rec["model"] for rec in ok[:keep]]
+                done = self.log({
+                    "event": Event.RUNG_DECIDED, "step": i, "rung": r, "epochs": epochs,
+                    "kept": kept, "cut": [t.model_id for t in stage if t.model_id not in kept],
+                    "scores": {rec["model"]: rec["val_accuracy"] for rec in ok}})
+            cut += done["cut"]
+            stage = [t for t in stage if t.model_id in done["kept"]]
+        return stage, cut
+
+    def rung_task(self, t: TrainTask, r: int, epochs: int) -> TrainTask:
+        """Candidate task `t` (rung 1) or its survivor of rung r - 1, trained for rung r."""
+        base = t.meta.get("candidate", t.model_id)
+        mid = rung_id(base, r)
+        meta = {**t.meta, "candidate": base, "rung": r}
+        if r == 1:   # the candidate's own task counted epoch_neigh; task() adds the rung's
+            meta["lineage"] = t.meta["lineage"] - t.epochs
+        if self.state.outcome(mid) is not None:           # done: no need to load anything
+            return dataclasses.replace(t, model_id=mid, epochs=epochs, meta={
+                **meta, "lineage": meta["lineage"] + epochs})
+        arch, w = Arch.from_dict(t.arch), t.weights
+        if r > 1:
+            arch, w = self.run.load_model(t.model_id)
+        return self.task(mid, arch, w, epochs, sgdr=self.c.sgdr_climb, **meta)
+
+    def make_child(self, i: int, j: int, parent_arch: Arch, parent_w, best: dict,
+                   taken: dict[str, str]):
+        """Child j of step i: (arch, weights), redrawn while it breaks a size limit or
+        repeats its parent or an earlier child; None when no draw is acceptable.
+
+        Draw 0 uses the seed every earlier version used; draw d > 0 its own. A resumed run
+        takes the draw its journal recorded (child_made's "draw").
+        """
+        cid = child_id(i, j)
+        rec = self.state.made.get(cid)
+        draws = [rec.get("draw", 0)] if rec is not None else range(MAX_DRAWS)
+        for d in draws:
+            keys = ("morph", i, j) if d == 0 else ("morph", i, j, d)
+            rng = np.random.default_rng(derive_seed(self.c.seed, *keys))
+            arch, w, applied = apply_random_morphisms(parent_arch, parent_w, self.c.n_nm, rng,
+                                                      probe=self.probe)
+            if rec is not None:
+                return arch, w
+            why = size_problem(arch, self.c.max_params, self.c.max_mflops)
+            if why is None and _key(arch) in taken:
+                why = f"same architecture as {taken[_key(arch)]}"
+            if why is None:
+                self.log({"event": Event.CHILD_MADE, "model": cid, "step": i, "child": j,
+                          "parent": best["model"], "morphisms": applied, "draw": d,
+                          "params": arch.num_params, "mflops": mflops(arch)})
+                return arch, w
+            if not any(r["step"] == i and r["child"] == j and r["draw"] == d
+                       for r in self.state.redrawn):
+                self.log({"event": Event.CHILD_REDRAWN, "model": cid, "step": i, "child": j,
+                          "draw": d, "reason": why, "morphisms": applied})
+        return None
+
+    def budget_allows(self, i: int, tasks: list[TrainTask], best: dict) -> bool:
+        """Whether step i's remaining trainings, then the final training (and the jobs after
+        it), fit in what is left of the time budget; else journal why the climb stops."""
+        if self.state.stopped is not None:
+            return False
+        model = self.time_model()
+        n_train, n_val = len(self.split.train), len(self.split.val)
+        costs = {}
+        todo = [t for t in tasks if self.state.outcome(t.model_id) is None]
+        if todo:
+            sizes = [mflops(Arch.from_dict(t.arch)) for t in todo]
+            if self.c.rungs:   # halving: ceil(n / eta) of the candidates go on each rung
+                n, passes = len(todo), 0.0
+                for epochs in self.c.rungs:
+                    passes += n * image_passes(epochs, n_train, n_val)
+                    n = max(1, math.ceil(n / self.c.eta))
+                costs[f"step {i}"] = model.seconds(sum(sizes) / len(sizes), passes)
+            else:
+                costs[f"step {i}"] = sum(model.seconds(m, image_passes(t.epochs, n_train, n_val))
+                                         for m, t in zip(sizes, todo))
+        costs.update(self.after_climb_costs(model, best, steps_done=i - 1))
+        ok, account = fits(self.c.time_budget - self.clock(), costs)
+        if not ok:
+            self.log({"event": Event.CLIMB_STOPPED, "step": i, "steps_run": i - 1,
+                      "reason": f"time budget {self.c.time_budget:.0f}s: step {i} and what "
+                                f"follows {account}", "predicted": costs})
+        return ok
+
+    def after_climb_costs(self, model: TimeModel, best: dict, steps_done: int
+                          ) -> dict[str, float]:
+        """Predicted seconds of the final training and of the jobs configured after it."""
+        n_full, n_test = len(self.split.train_full), len(self.split.test)
+        size = mflops(self.run.load_arch(best["model"]))
+        out = {"final": model.seconds(size, image_passes(self.c.epoch_final, n_full, n_test))}
+        lineage = best.get("lineage", 0) + self.c.epoch_final
+        if self.c.baseline:
+            m0 = mflops(self.run.load_arch(MODEL0))
+            out["baseline"] = model.seconds(m0, image_passes(lineage, n_full, n_test))
+        if self.c.retrain:
+            out["retrain"] = model.seconds(size, image_passes(lineage, n_full, n_test))
+        if self.c.snapshot_ensemble and steps_done > 1:
+            out["snapshots"] = (steps_done - 1) * model.seconds(
+                size, image_passes(self.c.epoch_final, n_full, n_test))
+        return out
+
+    def time_model(self) -> TimeModel:
+        """Seconds per image pass against MFLOPs, from every training measured so far."""
+        sizes = {"train": len(self.split.train), "train_full": len(self.split.train_full)}
+        evals = {"val": len(self.split.val), "test": len(self.split.test)}
+        samples = []
+        for r in self.state.trained.values():
+            if "seconds" not in r:
+                continue
+            m = r.get("mflops")
+            if m is None:
+                m = mflops(self.run.load_arch(r["model"]))
+            ev = "test" if r.get("part") == "train_full" else "val"
+            samples.append((m, image_passes(r["epochs"], sizes.get(r.get("part"), 0),
+                                            evals[ev]), r["seconds"]))
+        return TimeModel(samples)
+
+    def decide(self, i: int, best: dict, recs: list[dict], cut: list[str] = ()) -> dict:
+        """Move to the best child by validation accuracy; the incumbent stays on ties.
+
+        `cut`: candidates halving stopped before the last rung (listed, never chosen).
+        """
         ok = [r for r in recs if r["event"] == Event.MODEL_TRAINED]
         if not ok:
             first = next((r.get("reason") for r in recs if r.get("reason")), "") or ""
             raise TrainingError(f"step {i}: every candidate failed (first: "
                                 f"{first.splitlines()[0] if first else 'no reason'}); "
                                 f"{RETRY_HINT}")
-        incumbent = next((r for r in ok if r["model"] == incumbent_id(i)), None)
+        incumbent = next((r for r in ok if incumbent_id(i) in (r["model"], r.get("candidate"))),
+                         None)
 
         def score(r):
             return (r["val_accuracy"], -r["val_loss"])
@@ -209,7 +374,8 @@ class Climber:
             winner = incumbent
         self.log({"event": Event.STEP_DECIDED, "step": i, "best": winner["model"],
                   "previous": best["model"], "val_accuracy": winner["val_accuracy"],
-                  "params": winner["params"], "candidates": [r["model"] for r in recs]})
+                  "params": winner["params"],
+                  "candidates": [r["model"] for r in recs] + list(cut)})
         return winner
 
     def finish(self, best: dict) -> dict:
@@ -223,21 +389,24 @@ class Climber:
         """Run (or resume) Algorithm 1 up to and including the final training."""
         if self.state.started is None:
             self.log({"event": Event.RUN_STARTED, "config": self.c.to_dict(),
-                      "dataset": self.info})
+                      "dataset": self.info, "start": load_start(self.c, self.split)[2]})
         else:
             self.log({"event": Event.RUN_RESUMED})
         best = self.pretrain()
         for i in range(1, self.c.n_steps + 1):
-            best = self.step(i, best)
+            won = self.step(i, best)
+            if won is None:          # the time budget ended the climb before step i
+                break
+            best = won
             if self.c.keep_weights == "best":
                 self.drop_losers(i)
         return self.finish(best)
 
     def drop_losers(self, i: int) -> None:
         """Delete the weights of step i's candidates that lost (idempotent)."""
-        d = self.state.decided[i]
-        for m in d["candidates"]:
-            if m != d["best"] and m in self.state.trained:
+        best = self.state.decided[i]["best"]
+        for m, r in self.state.trained.items():
+            if r.get("step") == i and r.get("role") in ("child", "incumbent") and m != best:
                 self.run.drop_weights(m)
 
     def retry_failed(self, changes: dict[str, Any]) -> list[str]:
@@ -247,6 +416,14 @@ class Climber:
         if again:
             self.log({"event": Event.FAILURES_RETRIED, "models": again, "changes": changes})
         return again
+
+
+MAX_DRAWS = 50   # draws of morphisms per child before it is given up
+
+
+def _key(arch: Arch) -> str:
+    """Identity of an architecture for spotting duplicates."""
+    return json.dumps(arch.to_dict(), sort_keys=True)
 
 
 RETRY_HINT = ("to go on, change the training settings and retry the failed trainings: "
@@ -279,10 +456,15 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
     from .data import dataset_info
     from .device import resolve_device
     from .results import collect_results
+    t0 = time.perf_counter()   # a time budget counts the whole command, data loading included
     device = resolve_device(config.device)
     ds, split = load_split(config, progress)
     # everything that can be checked is checked before the run directory exists
-    starting_arch(split.channels, split.num_classes, split.image_size, widths=config.widths)
+    if not resume:
+        arch = load_start(config, split)[0]
+        why = size_problem(arch, config.max_params, config.max_mflops)
+        if why:
+            raise ConfigError(f"the starting network breaks the size limits: {why}")
     if config.tensorboard:
         from .tensorboard import TensorBoardLogger, check_available
         check_available()
@@ -291,7 +473,7 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
         if config.tensorboard:
             callback = TensorBoardLogger(run.path / "tensorboard", callback)
         with make_executor(config, split, device, on_epoch) as ex:
-            climber = Climber(config, run, split, ex, dataset_info(ds), callback)
+            climber = Climber(config, run, split, ex, dataset_info(ds), callback, t0)
             if changes:
                 climber.log({"event": Event.CONFIG_CHANGED, "changes": changes})
             if retry_failed:

@@ -160,20 +160,26 @@ def steps_table(run: RunInfo) -> Table:
     """Each hill-climbing step: the chosen model, its validation accuracy, size and morphisms."""
     t = Table(f"Hill-climbing steps of {run.name}",
               ["step", "chosen", "val. accuracy (%)", "# params", "children trained",
-               "morphisms of the chosen model"])
+               "morphisms of the chosen model", "cut by successive halving"])
     m0 = run.results.get("model0")
     if m0:
         t.rows.append([("0", 0), ("m0 (pretrained)", None),
                        (f"{100 * m0['val_accuracy']:.2f}", m0["val_accuracy"]),
-                       (f"{m0['params']:,}", m0["params"]), ("-", None), ("-", None)])
+                       (f"{m0['params']:,}", m0["params"]), ("-", None), ("-", None),
+                       ("-", None)])
     for s in run.results["steps"]:
         ok = sum(c["val_accuracy"] is not None for c in s["children"])
         best = next((c for c in s["children"] if c["model"] == s["best"]), {})
         morph = ", ".join(_morph(m) for m in best.get("morphisms", [])) or "none (incumbent)"
+        rungs: dict[int, list[str]] = {}
+        for c in s["children"]:
+            if c.get("cut_at_rung"):
+                rungs.setdefault(c["cut_at_rung"], []).append(c["model"])
+        cut = "; ".join(f"rung {r}: {', '.join(ms)}" for r, ms in sorted(rungs.items())) or "-"
         t.rows.append([(str(s["step"]), s["step"]), (s["best"], None),
                        (f"{100 * s['val_accuracy']:.2f}", s["val_accuracy"]),
                        (f"{s['params']:,}", s["params"]), (f"{ok}/{len(s['children'])}", ok),
-                       (morph, None)])
+                       (morph, None), (cut, None)])
     return t
 
 
@@ -263,6 +269,10 @@ def _run_section(info: RunInfo, out: Path, prefix: str, files: list[Path]) -> st
                              width=f"{100 * drawing_width(arch):.0f}px"))
     parts.append('<h3>Architectures (paper Figures 3-5)</h3><div class="archs">'
                  + "".join(archs) + "</div>")
+    climb = info.results.get("climb") or {}
+    if climb.get("stopped"):
+        parts.append(f"<p>The climb stopped after {climb['steps_run']} of {climb['n_steps']} "
+                     f"steps: {html.escape(climb['stopped'])}</p>")
     parts.append(table_html(steps_table(info)))
     return "\n".join(parts)
 

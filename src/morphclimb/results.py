@@ -20,14 +20,21 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     for i in sorted(st.decided):
         d = st.decided[i]
         children = []
+        n_rungs = len(st.started["config"].get("rungs") or []) if st.started else 0
         for mid in d["candidates"]:
             t, f = trained.get(mid), failed.get(mid)
+            r = t or f or {}
+            base = r.get("candidate", mid)          # a halving rung's model: its candidate
+            rung = r.get("rung")
             children.append({
-                "model": mid, "role": (t or f or {}).get("role"),
+                "model": mid, "role": r.get("role"),
                 "val_accuracy": t.get("val_accuracy") if t else None,
-                "params": t["params"] if t else made.get(mid, {}).get("params"),
-                "morphisms": made.get(mid, {}).get("morphisms", []),
-                "failed": f.get("reason") if f else None, "clock": (t or f or {}).get("clock")})
+                "params": t["params"] if t else made.get(base, {}).get("params"),
+                "morphisms": made.get(base, {}).get("morphisms", []),
+                "failed": f.get("reason") if f else None, "clock": r.get("clock"),
+                "rung": rung, "cut_at_rung": rung if rung and rung < n_rungs else None,
+                "epochs": r.get("lineage", 0) - trained.get(d["previous"], {}).get("lineage", 0)
+                if t else None})
         steps.append({"step": i, "best": d["best"], "previous": d["previous"],
                       "val_accuracy": d["val_accuracy"], "params": d["params"],
                       "changed": not st.kept_incumbent(i),
@@ -47,6 +54,12 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     out["search_clock_s"] = trained[FINAL].get("clock") if FINAL in trained else None
     out["models_trained"] = len(trained)
     out["children_failed"] = len(failed)
+    cfg = out["config"]
+    out["climb"] = {"steps_run": len(st.decided), "n_steps": cfg.get("n_steps"),
+                    "stopped": st.stopped["reason"] if st.stopped else None,
+                    "start": (st.started or {}).get("start", {"kind": "model0"}),
+                    "redrawn": len(st.redrawn),   # children drawn again (limits, duplicates)
+                    "redrawn_over_limits": sum("max_" in r["reason"] for r in st.redrawn)}
     if st.config_changes or st.retried:
         out["resumed_with"] = {"changes": st.config_changes,
                                "retried": [m for r in st.retried for m in r["models"]]}

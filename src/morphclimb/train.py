@@ -55,7 +55,13 @@ from .errors import ConfigError, DataError, TrainingError
 PAD = 4
 CHUNK = 16  # batches augmented together (amortises per-op overhead, bounds memory)
 GRAPH_WARMUP = 3  # eager steps (then undone) before a CUDA graph capture
-_CAPTURE_LOCK = threading.Lock()  # one capture at a time per process (threads)
+# Held during every CUDA graph capture in this process (one at a time), and by whatever must
+# not run while a capture is under way (parallel.streams: each thread's first CUDA work).
+CAPTURE_LOCK = threading.Lock()
+# Per capture stream: [memory pool handle, the last graph captured on it]. Successive graphs
+# of one stream share one pool (a new capture reuses the memory of the last one, which is
+# never replayed again), so a search's many children do not each keep a pool of their own.
+_graph_pools: dict[tuple, list] = {}
 
 
 def sgdr_lr(step: int, total_steps: int, lr_start: float, lr_end: float) -> float:
@@ -325,8 +331,8 @@ class _StaticStep:
 
         Warm-up and capture run on a side stream (the current one if it is not the default
         stream: each of the stream executor's threads has its own). The capture uses
-        "thread_local" mode so that other threads keep training meanwhile, and
-        one capture runs at a time per process.
+        "thread_local" mode so that other threads keep training meanwhile, one capture runs
+        at a time per process, and the graphs captured on one stream share a memory pool.
         """
         dev = self.dev
         saved = [t.detach().clone() for t in self._state()]
@@ -349,13 +355,16 @@ class _StaticStep:
                     if buf is not None:
                         buf.zero_()
             self.opt.zero_grad(set_to_none=True)  # backward allocates .grad in the graph pool
-            graph = torch.cuda.CUDAGraph()
-            with _CAPTURE_LOCK:
-                graph.capture_begin(capture_error_mode="thread_local")
+            key = (side.device.index, side.cuda_stream)
+            with CAPTURE_LOCK:
+                keeper = _graph_pools.setdefault(key, [torch.cuda.graph_pool_handle(), None])
+                graph = torch.cuda.CUDAGraph()
+                graph.capture_begin(pool=keeper[0], capture_error_mode="thread_local")
                 try:
                     out = self._body()
                 finally:
                     graph.capture_end()
+                keeper[1] = graph   # keeps the pool alive for the next capture; drops the last
         current.wait_stream(side)
         self.graph, self.out = graph, out
 

@@ -81,7 +81,7 @@ def decode_archive(archive: str | Path) -> dict[str, np.ndarray]:
             for part, key in (("train", "x"), ("test", "x_test")):
                 arrays, names, labels = [], [], []
                 for label, name in enumerate(classes):
-                    for fname, member in sorted(parts[part].get(name, []), key=lambda t: t[0]):
+                    for _, member in sorted(parts[part].get(name, []), key=lambda t: t[0]):
                         f = tar.extractfile(member)
                         where = f"{archive}:{member.name}"
                         arrays.append(decode(f.read(), where))

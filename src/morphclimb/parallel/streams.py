@@ -32,6 +32,7 @@ from ..augment import device_images, device_labels
 from ..device import cpu_count, resolve_device, side_stream
 from ..errors import ConfigError
 from ..executors import run_isolated
+from ..train import CAPTURE_LOCK
 from ..worker import TrainOutcome, TrainTask
 from ._common import OnDone, OnEpoch, failed, with_threads
 
@@ -55,6 +56,21 @@ def slot_devices(device: torch.device, concurrency: int | None) -> list[str]:
             return [f"cuda:{k % gpus}" for k in range(concurrency or PER_GPU * gpus)]
         return [str(device)] * (concurrency or PER_GPU)
     return [str(device)] * (concurrency or cpu_count())
+
+
+def _first_cuda_work(dev: torch.device) -> None:
+    """A tiny convolution, matrix product and their backward passes (fp32 and bf16) on this
+    thread's stream, then wait for them: the thread's cuDNN and cuBLAS handles and
+    workspaces are made here, under CAPTURE_LOCK, rather than during another thread's CUDA
+    graph capture."""
+    x = torch.randn(2, 3, 8, 8, device=dev, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, device=dev, requires_grad=True)
+    for bf16 in (False, True):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            y = torch.nn.functional.conv2d(x, w, padding=1)
+            z = y.flatten(1) @ torch.randn(y[0].numel(), 5, device=dev)
+        z.float().sum().backward()
+    torch.cuda.current_stream(dev).synchronize()
 
 
 class StreamExecutor:
@@ -161,6 +177,9 @@ class StreamExecutor:
             ctx = (torch.cuda.stream(self.streams[k]) if self.streams[k] is not None
                    else contextlib.nullcontext())
             with ctx:
+                if self.streams[k] is not None:
+                    with CAPTURE_LOCK:
+                        _first_cuda_work(torch.device(dev))
                 while not stop.is_set():
                     try:
                         i = todo.popleft()

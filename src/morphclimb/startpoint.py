@@ -1,0 +1,77 @@
+"""Where a climb starts: the paper's model_0, another run's network, or a user's arch.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, RunDirError
+from .events import FINAL
+from .journal import RunDir, read_arch_file
+from .spec import Arch
+from .zoo import starting_arch
+
+
+def load_start(c, split) -> tuple[Arch, dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """The starting network of config `c` on `split`: (arch, weights or None, where from).
+
+    `c.start` None: the paper's model_0 (weights None: trained from scratch). A run directory:
+    its final network (its current best if it has not finished), with weights. A JSON file:
+    that architecture, with `c.start_weights` (a safetensors file) or fresh weights. The
+    network must read the split's images and predict its classes; errors are one line.
+    """
+    if c.start is None:
+        arch = starting_arch(split.channels, split.num_classes, split.image_size,
+                             widths=c.widths)
+        return arch, None, {"kind": "model0"}
+    p = Path(c.start).expanduser()
+    if p.is_dir():
+        if c.start_weights is not None:
+            raise ConfigError("start_weights is for an arch.json start; a run directory "
+                              "brings its own weights")
+        run = RunDir.open(p)
+        st = run.state()
+        best = st.trained.get(FINAL) or st.best()
+        if best is None:
+            raise RunDirError(f"start: {p} has no trained model yet")
+        arch, w = run.load_model(best["model"])
+        info = {"kind": "run", "source": str(p), "model": best["model"]}
+    elif p.is_file():
+        arch = read_arch_file(p)
+        w = None
+        if c.start_weights is not None:
+            w = _read_weights(Path(c.start_weights).expanduser())
+            from .build import build
+            build(arch, w)   # the weights must fit the architecture (ArchError otherwise)
+        info = {"kind": "arch", "source": str(p), "weights": c.start_weights}
+    else:
+        raise ConfigError(f"start: no such run directory or arch.json file: {p}")
+    _check_fits_data(arch, split, p)
+    return arch, w, info
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    if not path.is_file():
+        raise ConfigError(f"start_weights: no such file: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise ConfigError(f"start_weights: {path} is not a readable safetensors file: "
+                          f"{str(e).splitlines()[0] if str(e) else e}") from e
+
+
+def _check_fits_data(arch: Arch, split, source: Path) -> None:
+    node = arch.input
+    want = (split.channels, tuple(split.image_size))
+    have = (node.channels, tuple(node.size))
+    if have != want:
+        raise ConfigError(f"start: {source} reads {have[0]}-channel {have[1][0]}x{have[1][1]} "
+                          f"images; the dataset has {want[0]}-channel "
+                          f"{want[1][0]}x{want[1][1]} images")
+    out = arch.channels(arch.output)
+    if out != split.num_classes or len(arch.shapes[arch.output]) != 1:
+        raise ConfigError(f"start: {source} predicts {out} outputs per image; the dataset has "
+                          f"{split.num_classes} classes")

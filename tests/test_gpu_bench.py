@@ -1,0 +1,345 @@
+"""Issue 10's CPU-testable side: FLOP counts, the device cache, the stream executor (same
+outcomes as the serial executor), the graph-ready training step, the archive decoder, and
+benchmarks/gpu.py end to end in its --smoke mode. GPU-only checks skip without CUDA."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import morphclimb.augment as augment
+from conftest import make_tiny_npz
+from morphclimb import build, starting_arch, weights_of
+from morphclimb.data import ImageData, load_dataset
+from morphclimb.data.archive import archive_to_npz
+from morphclimb.data.folder import load_folder
+from morphclimb.executors import SerialExecutor
+from morphclimb.flops import flops_by_op, forward_flops, training_flops
+from morphclimb.morphisms import apply_random_morphisms
+from morphclimb.parallel.streams import StreamExecutor, slot_devices
+from morphclimb.spec import has_bias
+from morphclimb.train import TrainConfig, evaluate, fit
+from morphclimb.worker import TrainTask
+
+ROOT = Path(__file__).resolve().parent.parent
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+CPU_FAST = TrainConfig(batch_size=32, bf16=False, channels_last=False, threads=1,
+                       eval_batch_size=64)
+
+
+def grown(n: int, seed: int = 0, widths=(4, 8, 8), size: int = 8, classes: int = 4):
+    arch = starting_arch(num_classes=classes, image_size=size, widths=widths)
+    w = weights_of(build(arch, seed=0))
+    if n == 0:
+        return arch, w
+    a, w2, _ = apply_random_morphisms(arch, w, n, np.random.default_rng(seed))
+    return a, w2
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    path = make_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz", n_train=192, n_test=48)
+    return load_dataset(str(path)).split(val=48, seed=0)
+
+
+def step_tasks(config=CPU_FAST, children: int = 3, epochs: int = 2) -> list[TrainTask]:
+    """A step's tasks: children grown by random morphisms, plus one fresh (unweighted) model."""
+    tasks = []
+    for j in range(children):
+        a, w = grown(3, seed=j)
+        tasks.append(TrainTask(f"c{j}", a.to_dict(), w, epochs, config, seed=10 + j))
+    a, _ = grown(0)
+    tasks.append(TrainTask("fresh", a.to_dict(), None, epochs, config, seed=99, init_seed=7))
+    return tasks
+
+
+# ----------------------------------------------------------------------------- FLOPs
+@pytest.mark.parametrize("n", [0, 6])
+def test_conv_and_linear_flops_match_torch_flop_counter(n):
+    from torch.utils.flop_counter import FlopCounterMode
+    arch, w = grown(n, widths=(8, 16, 16), size=16)
+    net = build(arch, w).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.randn(1, 3, 16, 16))
+    by_op = flops_by_op(arch)
+    biases = sum(arch.shapes[x.id][0] if x.op == "linear" else int(np.prod(arch.shapes[x.id]))
+                 for x in arch.nodes if x.op in ("conv", "linear") and has_bias(x))
+    assert by_op.get("conv", 0) + by_op["linear"] - biases == counter.get_total_flops()
+    assert forward_flops(arch) == sum(by_op.values()) > counter.get_total_flops()
+    assert training_flops(arch) == 3 * forward_flops(arch)
+
+
+def test_starting_arch_flops_by_hand():
+    arch = starting_arch(widths=(32, 64, 128))  # 32x32, pools after conv 1 and 2
+    conv = 2 * (3 * 32 * 9 * 32 * 32 + 32 * 64 * 9 * 16 * 16 + 64 * 128 * 9 * 8 * 8)
+    assert flops_by_op(arch)["conv"] == conv
+    assert flops_by_op(arch)["linear"] == 2 * 128 * 10 + 10
+    assert 0.9 < conv / forward_flops(arch) < 1.0
+
+
+# ----------------------------------------------------------------------------- device cache
+def test_device_cache_reuses_tensors_per_array_and_forgets_dead_arrays(monkeypatch):
+    monkeypatch.setattr(augment, "CACHED_DEVICE_TYPES", frozenset({"cpu"}))
+    augment.clear_device_cache()
+    x = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
+    y = np.arange(6)
+    a, b = augment.device_images(x, "cpu"), augment.device_images(x, "cpu")
+    assert a is b and torch.equal(a, augment.images_to_device(x, "cpu"))
+    assert augment.device_labels(y, 6, "cpu") is augment.device_labels(y, 6, "cpu")
+    other = x.copy()
+    assert augment.device_images(other, "cpu") is not a
+    assert augment.cached_entries() == 3
+    del other
+    gc.collect()
+    assert augment.cached_entries() == 2      # the dead array's entry went with it
+    with pytest.raises(Exception, match="labels must lie"):
+        augment.device_labels(y, 6, "cpu", classes=3)   # checked on every call, cached or not
+    assert augment.clear_device_cache() == 2 and augment.cached_entries() == 0
+
+
+def test_device_cache_is_off_on_cpu_by_default():
+    augment.clear_device_cache()
+    x = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    assert augment.device_images(x, "cpu") is not augment.device_images(x, "cpu")
+    assert augment.cached_entries() == 0
+
+
+def test_fits_through_the_cache_train_exactly_as_without(monkeypatch, split):
+    arch, w = grown(2)
+    results = []
+    for cached in (False, True, True):
+        if cached:
+            monkeypatch.setattr(augment, "CACHED_DEVICE_TYPES", frozenset({"cpu"}))
+        net = build(arch, w)
+        fit(net, split.train, epochs=2, config=CPU_FAST, mean=split.mean, std=split.std, seed=3)
+        ev = evaluate(net, split.val, mean=split.mean, std=split.std)
+        results.append((weights_of(net), ev))
+    augment.clear_device_cache()
+    for weights, ev in results[1:]:
+        assert all(torch.equal(weights[k], results[0][0][k]) for k in weights)
+        assert ev == results[0][1]
+
+
+# ----------------------------------------------------------------------------- executor
+def _same(a, b) -> None:
+    assert a.model_id == b.model_id and a.ok and b.ok
+    assert a.weights.keys() == b.weights.keys()
+    for k in a.weights:
+        assert torch.equal(a.weights[k], b.weights[k]), (a.model_id, k)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a.records]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b.records]
+    assert a.eval == b.eval
+
+
+@pytest.mark.parametrize("speed", [dict(bf16=False, channels_last=False),
+                                   dict(bf16=None, channels_last=None)])
+def test_stream_executor_outcomes_equal_serial_on_cpu(split, speed):
+    import dataclasses
+    config = dataclasses.replace(CPU_FAST, **speed)
+    tasks = step_tasks(config)
+    serial = SerialExecutor(split, "cpu").run(tasks)
+    done, epochs, threads = [], [], set()
+
+    def on_done(out):
+        threads.add(threading.current_thread().name)
+        done.append(out.model_id)
+
+    with StreamExecutor(split, "cpu", concurrency=2, threads=1,
+                        on_epoch=lambda m, r: epochs.append((m, r["epoch"]))) as ex:
+        assert ex.name == "streams" and not ex.one_at_a_time and ex.threads == 1
+        outs = ex.run(tasks, on_done)
+    assert [o.model_id for o in outs] == [t.model_id for t in tasks]
+    assert sorted(done) == sorted(t.model_id for t in tasks)
+    assert threads == {threading.current_thread().name}   # callbacks in the calling thread
+    assert sorted(epochs) == sorted((t.model_id, e) for t in tasks for e in (1, 2))
+    for a, b in zip(serial, outs, strict=True):
+        _same(a, b)
+
+
+def test_stream_executor_failures_become_outcomes_and_stops_cleanly(split):
+    tasks = step_tasks(children=2, epochs=1)
+    bad = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+           for k, v in tasks[0].weights.items()}
+    tasks[0].weights = bad
+    with StreamExecutor(split, "cpu", concurrency=2, threads=1) as ex:
+        outs = ex.run(tasks)
+    assert [o.ok for o in outs] == [False, True, True]
+    assert "diverged" in outs[0].error
+
+    class Stop(BaseException):
+        pass
+
+    def on_epoch(model, record):
+        raise Stop
+
+    before = threading.active_count()
+    with StreamExecutor(split, "cpu", concurrency=2, threads=1, on_epoch=on_epoch) as ex, \
+            pytest.raises(Stop):
+        ex.run(step_tasks(epochs=3))
+    assert threading.active_count() == before       # every slot thread joined
+
+
+def test_slot_devices():
+    assert slot_devices(torch.device("cpu"), 3) == ["cpu"] * 3
+    with pytest.raises(Exception, match="concurrency"):
+        slot_devices(torch.device("cpu"), 0)
+
+
+# ----------------------------------------------------------------------------- graph step
+def test_graph_ready_step_trains_like_eager_on_cpu(split):
+    arch, w = grown(3)
+    runs = {}
+    for step in ("eager", "cuda_graph"):
+        net = build(arch, w)
+        res = fit(net, split.train, epochs=3, config=CPU_FAST, mean=split.mean, std=split.std,
+                  seed=5, step=step)
+        runs[step] = (res, weights_of(net))
+    res, weights = runs["cuda_graph"]
+    assert res.settings["step"] == "static" and "setup_seconds" in res.settings
+    ref, ref_w = runs["eager"]
+    assert [r.images for r in res.records] == [r.images for r in ref.records]
+    np.testing.assert_allclose([r.loss for r in res.records], [r.loss for r in ref.records],
+                               rtol=1e-4)
+    for k in weights:
+        torch.testing.assert_close(weights[k], ref_w[k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="step must be one of"):
+        fit(build(arch, w), split.train, epochs=1, config=CPU_FAST, mean=split.mean,
+            std=split.std, seed=0, step="fast")
+
+
+# ----------------------------------------------------------------------------- archive
+def _tree(root: Path, classes=("b", "a"), n=3, test=True) -> None:
+    rng = np.random.default_rng(0)
+    for part in ("train", "test") if test else ("train",):
+        for c in classes:
+            d = root / part / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8))
+                img.save(d / f"{i:03d}.{'png' if i % 2 else 'jpg'}")
+
+
+def test_archive_decodes_like_the_folder_tree(tmp_path):
+    top = tmp_path / "tree" / "set"
+    _tree(top)
+    archive = tmp_path / "set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(top, arcname="set")
+    npz = archive_to_npz(archive)
+    assert npz == tmp_path / "set.npz"
+    a, b = load_dataset(str(npz)), load_folder(top)
+    assert a.classes == b.classes == ("a", "b")
+    for part in ("train", "test"):
+        assert np.array_equal(getattr(a, part).x, getattr(b, part).x)
+        assert np.array_equal(getattr(a, part).y, getattr(b, part).y)
+    stamp = npz.stat().st_mtime_ns
+    assert archive_to_npz(archive) == npz and npz.stat().st_mtime_ns == stamp   # reused
+    with tarfile.open(archive, "w:gz") as tar:                                  # changed
+        tar.add(top / "train", arcname="set/train")
+    archive_to_npz(archive)
+    assert len(load_dataset(str(npz)).test) < len(a.test)   # no test/: held out from train
+
+
+def test_archive_errors(tmp_path):
+    archive = tmp_path / "empty.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("readme.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(Exception, match="no images under train"):
+        archive_to_npz(archive)
+    with pytest.raises(Exception, match="no such archive"):
+        archive_to_npz(tmp_path / "missing.tar.gz")
+
+
+# ----------------------------------------------------------------------------- benchmark
+def _gpu_module():
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod      # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_benchmark_smoke_end_to_end_then_resume(tmp_path, capsys):
+    gpu = _gpu_module()
+    out = tmp_path / "out"
+    common = ["--smoke", "--out", str(out), "--no-processes", "--search-executor", "streams2"]
+    assert gpu.main(common + ["--search-seconds", "0"]) == 0   # stops at the first epoch
+    res = json.loads((out / "results.json").read_text())
+    sec = res["sections"]
+    assert sec["1. ceiling"]["bf16"] > 0
+    rows = sec["2. per-child"]
+    assert {r["network"] for r in rows} == {"model_0", "+10 morphisms", "+25 morphisms"}
+    assert all(r["img_s"] > 0 and r["tflop_s"] > 0 for r in rows), rows
+    assert {r["settings"]["step"] for r in rows} == {"eager", "static"}
+    agg = sec["3. aggregate"]
+    assert [r["key"] for r in agg] == ["serial", "streams1", "streams2", "graph1", "graph2"]
+    assert all("img_s" in r for r in agg), agg
+    assert agg[1]["max_loss_diff"] == 0.0       # same threads as serial: the same training
+    search = sec["4. search"]
+    assert search["status"].startswith("stopped")
+    phases = search["prediction"]["phases"]
+    assert [p["phase"] for p in phases] == ["pretrain", "step 1", "step 2", "final"]
+    assert all(p["basis"].startswith("predicted") and p["wall_s"] > 0 for p in phases)
+    assert "Whole search" in (out / "results.md").read_text()
+    assert "## 4. search" in capsys.readouterr().out
+
+    assert gpu.main(common + ["--sections", "search"]) == 0   # resumes and finishes
+    search = json.loads((out / "results.json").read_text())["sections"]["4. search"]
+    assert search["status"] == "finished"
+    assert all(p["basis"] == "measured" for p in search["prediction"]["phases"])
+    assert {m["role"] for m in search["models"]} == {"pretrain", "child", "incumbent", "final"}
+
+
+# ----------------------------------------------------------------------------- GPU only
+@needs_cuda
+def test_cuda_graph_fit_agrees_with_eager_on_gpu(split):
+    arch, w = grown(4, widths=(16, 32, 32), size=8)
+    config = TrainConfig(batch_size=32)
+    out = {}
+    for step in ("eager", "cuda_graph", "cuda_graph"):
+        net = build(arch, w)
+        res = fit(net, split.train, epochs=4, config=config, mean=split.mean, std=split.std,
+                  seed=1, device="cuda", step=step)
+        out.setdefault(step, []).append(
+            (res, evaluate(net, split.val, mean=split.mean, std=split.std)))
+    assert out["cuda_graph"][0][0].settings["step"] == "cuda_graph"
+    eager_losses = [r.loss for r in out["eager"][0][0].records]
+    for res, ev in out["cuda_graph"]:
+        np.testing.assert_allclose([r.loss for r in res.records], eager_losses, rtol=0.05)
+        assert abs(ev.accuracy - out["eager"][0][1].accuracy) < 0.15
+
+
+@needs_cuda
+def test_stream_executor_on_gpu_concurrent_graphs(split):
+    augment.clear_device_cache()
+    tasks = step_tasks(TrainConfig(batch_size=32), children=5, epochs=3)
+    serial = SerialExecutor(split, "cuda").run(tasks)
+    for graphs in (False, True):
+        with StreamExecutor(split, "cuda", concurrency=4, cuda_graph=graphs) as ex:
+            outs = ex.run(tasks)
+        assert all(o.ok for o in outs), [o.error for o in outs if not o.ok]
+        for a, b in zip(serial, outs, strict=True):
+            np.testing.assert_allclose(a.records[-1]["loss"], b.records[-1]["loss"], rtol=0.1)
+    assert augment.cached_entries() >= 4   # train and val images and labels, uploaded once
+
+
+@needs_cuda
+def test_device_cache_on_gpu_uploads_once(split):
+    augment.clear_device_cache()
+    part = ImageData(split.train.x, split.train.y)
+    a = augment.device_images(part.x, "cuda")
+    assert augment.device_images(part.x, "cuda") is a and a.is_cuda
