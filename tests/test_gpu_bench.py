@@ -285,10 +285,13 @@ def test_gpu_benchmark_smoke_end_to_end_then_resume(tmp_path, capsys):
     assert {r["network"] for r in rows} == {"model_0", "+10 morphisms", "+25 morphisms"}
     assert all(r["img_s"] > 0 and r["tflop_s"] > 0 for r in rows), rows
     assert {r["settings"]["step"] for r in rows} == {"eager", "static"}
-    agg = sec["3. aggregate"]
+    agg = sec["3a. aggregate: a first step"]
     assert [r["key"] for r in agg] == ["serial", "streams1", "streams2", "graph1", "graph2"]
     assert all("img_s" in r for r in agg), agg
     assert agg[1]["max_loss_diff"] == 0.0       # same threads as serial: the same training
+    late = sec["3b. aggregate: a later step"]
+    assert [r["key"] for r in late] == ["serial", "streams2", "graph2"]
+    assert all("img_s" in r for r in late), late
     search = sec["4. search"]
     assert search["status"].startswith("stopped")
     phases = search["prediction"]["phases"]

@@ -216,8 +216,8 @@ def test_halving_rungs_are_journaled(tiny_npz, tmp_path):
 def test_halving_ties_keep_the_incumbent_first(tiny_npz, tmp_path, monkeypatch):
     real = nash.Climber.train_all
 
-    def flat(self, tasks):
-        out = real(self, tasks)
+    def flat(self, tasks, guard=None):
+        out = real(self, tasks, guard)
         for r in out.values():                          # every candidate scores the same
             if r.get("rung") == 1:
                 r["val_accuracy"], r["val_loss"] = 0.5, 1.0
@@ -277,3 +277,20 @@ def test_halving_settings_are_checked():
     with pytest.raises(ConfigError, match="eta must be"):
         resolve("demo", sets=["eta=1"])
     assert resolve("demo", sets=["rungs=[1,2]"]).rungs == (1, 2)
+
+
+def test_a_budget_can_stop_the_climb_inside_a_step(tiny_npz, tmp_path, monkeypatch):
+    late = {"on": False}
+    real = nash.Climber.clock
+    monkeypatch.setattr(nash.Climber, "clock",
+                        lambda self: real(self) + (1e6 if late["on"] else 0.0))
+
+    def after_first_child(e):
+        if e["event"] == "model_trained" and e["model"] == "s01c1":
+            late["on"] = True           # from now on the budget is spent
+
+    hill_climb(cfg(tiny_npz, time_budget=3600), tmp_path / "run", callback=after_first_child)
+    st = RunDir.open(tmp_path / "run").state()
+    assert "the rest of step 1" in st.stopped["reason"] and not st.decided
+    assert "s01c1" in st.trained and "s01c2" not in st.trained
+    assert st.trained["final"]["parent"] == "m0"       # the climb's best so far: model_0

@@ -115,13 +115,19 @@ class Climber:
                          eval_part=eval_part, init_seed=derive_seed(self.c.seed, "init", model_id),
                          meta=dict(meta, lineage=meta.get("lineage", 0) + epochs))
 
-    def train_all(self, tasks: list[TrainTask]) -> dict[str, dict]:
-        """Train the tasks not yet in the journal; returns model id -> its journal record."""
+    def train_all(self, tasks: list[TrainTask], guard: Callable[[], bool] | None = None
+                  ) -> dict[str, dict] | None:
+        """Train the tasks not yet in the journal; returns model id -> its journal record.
+
+        `guard` is asked before each batch (a time budget); when it says no, None.
+        """
         todo = [t for t in tasks if self.state.outcome(t.model_id) is None]
         self.pending = {t.model_id: t for t in todo}
         # one at a time where the executor runs one at a time (progress shows what runs now)
         batches = [[t] for t in todo] if self.executor.one_at_a_time else [todo]
         for batch in (b for b in batches if b):
+            if guard is not None and not guard():
+                return None
             for t in batch:
                 self.emit({"event": Event.TRAIN_START, "model": t.model_id,
                            "epochs": t.epochs, **t.meta})
@@ -202,15 +208,26 @@ class Climber:
                                    sgdr=sgdr, role="incumbent", step=i, child=self.c.n_neigh,
                                    n_neigh=self.c.n_neigh, parent=best["model"],
                                    lineage=best.get("lineage", 0)))
-        if self.c.time_budget is not None and not self.budget_allows(i, tasks, best):
-            return None
         cut: list[str] = []
         if self.c.rungs:
-            tasks, cut = self.halving(i, tasks)
-        recs = self.train_all(tasks)
+            halved = self.halving(i, tasks, best)
+            if halved is None:
+                return None
+            tasks, cut = halved
+        ahead = self.c.rungs[-1:] or None
+        recs = self.train_all(tasks, self.guard(i, tasks, best, ahead))
+        if recs is None:
+            return None
         return self.decide(i, best, [recs[t.model_id] for t in tasks], cut)
 
-    def halving(self, i: int, tasks: list[TrainTask]) -> tuple[list[TrainTask], list[str]]:
+    def guard(self, i: int, tasks: list[TrainTask], best: dict, rungs=None):
+        """The time-budget check for step i's `tasks` (None without a budget)."""
+        if self.c.time_budget is None:
+            return None
+        return lambda: self.budget_allows(i, tasks, best, rungs)
+
+    def halving(self, i: int, tasks: list[TrainTask], best: dict
+                ) -> tuple[list[TrainTask], list[str]] | None:
         """Successive halving over step i's candidates: every rung but the last.
 
         Rung r trains each surviving candidate rungs[r] epochs (an SGDR cycle of its own, from
@@ -218,7 +235,7 @@ class Climber:
         accuracy (then loss; the incumbent first on ties, as in `decide`). Returns the last
         rung's tasks, which `step` trains and decides as usual, and the ids of the candidates
         cut on the way (their last model). Journaled per rung (rung_decided: kept, cut,
-        scores), so a resumed step redoes nothing.
+        scores), so a resumed step redoes nothing. None: the time budget stopped the climb.
         """
         stage = [t for t in tasks if self.state.outcome(t.model_id) is None]
         cut = [t.model_id for t in tasks if t not in stage]   # children with no valid draw
@@ -226,7 +243,9 @@ class Climber:
             stage = [self.rung_task(t, r, epochs) for t in stage]
             if r == len(self.c.rungs):
                 return stage, cut
-            recs = self.train_all(stage)
+            recs = self.train_all(stage, self.guard(i, stage, best, self.c.rungs[r - 1:]))
+            if recs is None:
+                return None
             done = self.state.rungs.get((i, r))
             if done is None:
                 ok = sorted((recs[t.model_id] for t in stage
@@ -290,9 +309,12 @@ class Climber:
                           "draw": d, "reason": why, "morphisms": applied})
         return None
 
-    def budget_allows(self, i: int, tasks: list[TrainTask], best: dict) -> bool:
+    def budget_allows(self, i: int, tasks: list[TrainTask], best: dict, rungs=None) -> bool:
         """Whether step i's remaining trainings, then the final training (and the jobs after
-        it), fit in what is left of the time budget; else journal why the climb stops."""
+        it), fit in what is left of the time budget; else journal why the climb stops.
+
+        `rungs`: with successive halving, the rungs still ahead (`tasks` train the first).
+        """
         if self.state.stopped is not None:
             return False
         model = self.time_model()
@@ -301,9 +323,9 @@ class Climber:
         todo = [t for t in tasks if self.state.outcome(t.model_id) is None]
         if todo:
             sizes = [mflops(Arch.from_dict(t.arch)) for t in todo]
-            if self.c.rungs:   # halving: ceil(n / eta) of the candidates go on each rung
+            if rungs:   # halving: ceil(n / eta) of the candidates go on to each next rung
                 n, passes = len(todo), 0.0
-                for epochs in self.c.rungs:
+                for epochs in rungs:
                     passes += n * image_passes(epochs, n_train, n_val)
                     n = max(1, math.ceil(n / self.c.eta))
                 costs[f"step {i}"] = model.seconds(sum(sizes) / len(sizes), passes)
@@ -313,8 +335,9 @@ class Climber:
         costs.update(self.after_climb_costs(model, best, steps_done=i - 1))
         ok, account = fits(self.c.time_budget - self.clock(), costs)
         if not ok:
+            what = f"step {i}" if len(todo) == len(tasks) else f"the rest of step {i}"
             self.log({"event": Event.CLIMB_STOPPED, "step": i, "steps_run": i - 1,
-                      "reason": f"time budget {self.c.time_budget:.0f}s: step {i} and what "
+                      "reason": f"time budget {self.c.time_budget:.0f}s: {what} and what "
                                 f"follows {account}", "predicted": costs})
         return ok
 
