@@ -91,7 +91,7 @@ def run_one(variant: str, seed: int, data: str, out: Path, threads: int | None =
 
 def finished(run_dir: Path) -> dict | None:
     """results.json of a finished run, else None; refuses a run made at another SCALE."""
-    if (run_dir / "results.json").exists() and RunDir.open(run_dir).records("run_finished"):
+    if (run_dir / "results.json").exists() and RunDir.open(run_dir).state().finished is not None:
         results = json.loads((run_dir / "results.json").read_text())
         check_scale(run_dir, results["config"])
         return results

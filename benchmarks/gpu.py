@@ -105,12 +105,13 @@ class Scale:
     compile_nets: int = 2             # ... and only for the first networks (compiling is slow)
     search: dict = dataclasses.field(default_factory=dict)   # SearchConfig overrides
     val: int | float = 10_000
+    threads: int | None = None        # CPU threads per training (None: the device's default)
 
 
 GPU = Scale()
 SMOKE = Scale(widths=(4, 8, 8), image=16, batch=32, matmul=256, child_images=64,
               child_epochs=2, agg_images=64, agg_models=4, concurrency=(1, 2), processes=(2,),
-              budget=100.0, reserve=10.0, compile_min_left=1e9, val=200,
+              budget=100.0, reserve=10.0, compile_min_left=1e9, val=200, threads=1,
               search=dict(n_steps=2, n_neigh=3, n_nm=2, epoch_pretrain=1, epoch_neigh=1,
                           epoch_final=1, widths=(4, 8, 8), batch_size=32, probe_size=16,
                           eval_batch_size=200, threads=1))
@@ -277,7 +278,7 @@ def section_ceiling(device: torch.device, n: int) -> dict:
 # ----------------------------------------------------------------------------- 2 per-child
 def section_per_child(nets, split, device, scale: Scale, mechanisms, budget: Budget) -> list:
     rows = []
-    config = TrainConfig(batch_size=scale.batch)
+    config = TrainConfig(batch_size=scale.batch, threads=scale.threads)
     for mech in mechanisms:
         for k, (name, arch, weights) in enumerate(nets):
             if mech == "cuda_graph" and device.type != "cuda":
@@ -350,7 +351,7 @@ def step_models(nets, scale: Scale, parent: int, step: int) -> list[tuple[str, A
 
 
 def step_tasks(models, scale: Scale, epochs: int = 1) -> list[TrainTask]:
-    config = TrainConfig(batch_size=scale.batch)
+    config = TrainConfig(batch_size=scale.batch, threads=scale.threads)
     return [TrainTask(mid, a.to_dict(), w, epochs, config, derive_seed(0, "train", mid),
                       eval_part=None) for mid, a, w in models]
 
@@ -361,16 +362,16 @@ def executor_factories(split, device, scale: Scale, processes: bool):
                     lambda s, cb=None: SerialExecutor(s, device, on_epoch=cb))}
     for k in scale.concurrency:
         f[f"streams{k}"] = (f"streams x{k}, eager", lambda s, cb=None, k=k: StreamExecutor(
-            s, device, concurrency=k, on_epoch=cb))
+            s, device, concurrency=k, threads=scale.threads, on_epoch=cb))
     for k in scale.concurrency:
         label = "cuda graph" if device.type == "cuda" else "cuda_graph uncaptured"
         f[f"graph{k}"] = (f"streams x{k}, {label}", lambda s, cb=None, k=k: StreamExecutor(
-            s, device, concurrency=k, on_epoch=cb, cuda_graph=True))
+            s, device, concurrency=k, threads=scale.threads, on_epoch=cb, cuda_graph=True))
     if processes:
         dev = f"cuda:{torch.cuda.current_device()}" if device.type == "cuda" else device
         for k in scale.processes:
             f[f"processes{k}"] = (f"processes x{k}, eager", lambda s, cb=None, k=k: LocalExecutor(
-                s, dev, workers=k, threads=None if device.type == "cuda" else 1, on_epoch=cb))
+                s, dev, workers=k, threads=scale.threads, on_epoch=cb))
     return f
 
 
@@ -716,8 +717,8 @@ def main(argv=None) -> int:
         scale = dataclasses.replace(scale, budget=args.budget)
     budget = Budget(scale.budget)
     device = resolve_device(args.device or ("cpu" if args.smoke else "auto"))
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_count())
+    if device.type == "cpu":   # one thread per training in the smoke: robust on a busy machine
+        torch.set_num_threads(scale.threads or cpu_count())
     sections = set(args.sections.split(","))
     mechanisms = (args.mechanisms or ("eager,cuda_graph,compile" if device.type == "cuda"
                                       else "eager,cuda_graph")).split(",")

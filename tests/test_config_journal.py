@@ -92,3 +92,24 @@ def test_run_dir_errors(tmp_path):
     assert run.config() == {"k": 1}
     with pytest.raises(mc.RunDirError, match="has not finished"):
         run.results()
+
+
+def test_one_source_of_truth_for_training_settings():
+    import dataclasses
+
+    from morphclimb.nash import TRAIN_KEYS, train_config
+    from morphclimb.train import TrainConfig
+    search, train = SearchConfig(), TrainConfig()
+    assert set(TRAIN_KEYS) <= {f.name for f in dataclasses.fields(SearchConfig)}
+    assert {k: getattr(search, k) for k in TRAIN_KEYS} == {k: getattr(train, k)
+                                                           for k in TRAIN_KEYS}
+    c = resolve("demo", sets=["lr_start=0.2", "momentum=0.5", "batch_size=64"])
+    t = train_config(c, sgdr=False)
+    assert (t.lr_start, t.momentum, t.batch_size, t.sgdr) == (0.2, 0.5, 64, False)
+    # the same rule rejects the same value in both, with the same message
+    for bad in ({"lr_start": float("nan")}, {"threads": 0}, {"momentum": 0.0}):
+        with pytest.raises(mc.ConfigError) as a:
+            SearchConfig(**bad)
+        with pytest.raises(mc.ConfigError) as b:
+            TrainConfig(**bad)
+        assert str(a.value) in str(b.value)
