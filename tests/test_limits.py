@@ -165,12 +165,14 @@ def test_time_model_fits_overhead_and_size():
 
 def test_a_tiny_budget_stops_the_climb_but_trains_the_final(tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
-    hill_climb(cfg(tiny_npz, time_budget=0.01), out)
+    hill_climb(cfg(tiny_npz, time_budget=0.01, baseline=True), out)
     st = RunDir.open(out).state()
     assert st.stopped["step"] == 1 and "time budget" in st.stopped["reason"]
     assert not st.decided and "final" in st.trained and st.finished
+    assert "baseline" not in st.trained                # the job after it no longer fits
     res = json.loads((out / "results.json").read_text())
     assert res["climb"]["steps_run"] == 0 and "final" in res["climb"]["stopped"]
+    assert "time budget" in res["climb"]["skipped"]["baseline"]
     resume(out)                                   # stays stopped: the record is the truth
     assert not RunDir.open(out).state().decided
     assert main(["show", str(out)]) == 0

@@ -8,6 +8,8 @@ times a safety margin. Evaluations count as a third of a training epoch on their
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .flops import forward_flops
@@ -73,3 +75,31 @@ def fits(left: float, costs: dict[str, float]) -> tuple[bool, str]:
     parts = ", ".join(f"{k} ~{v:.0f}s" for k, v in costs.items())
     return need <= left, f"needs ~{need:.0f}s ({parts}), {max(left, 0):.0f}s left"
 
+
+
+def training_bytes(arch: Arch, batch_size: int) -> int:
+    """A rough upper estimate of the memory training `arch` needs (float32).
+
+    Weights, gradients and SGD momentum (3 copies of the parameters), plus every node's
+    output for a batch kept for the backward pass and its gradient (2 copies), plus the
+    uint8 batch itself. Meant to refuse a child that cannot fit, not to plan to the byte.
+    """
+    acts = sum(math.prod(arch.shapes[n.id]) for n in arch.nodes)
+    return 4 * (3 * arch.num_params + 2 * batch_size * acts)
+
+
+def available_bytes(device) -> int | None:
+    """Memory a new training can use on `device` (None: unknown)."""
+    import torch
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

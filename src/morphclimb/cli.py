@@ -143,6 +143,8 @@ def _print_result(r: dict) -> None:
     if climb.get("stopped"):
         print(f"climb stopped after {climb['steps_run']} of {climb['n_steps']} steps: "
               f"{climb['stopped']}")
+    for job, why in (climb.get("skipped") or {}).items():
+        print(f"{job} skipped: {why}")
     f = r["final"]
     print(f"final: test error {f['test_error']:.2f}% ({100 - f['test_error']:.2f}% accuracy), "
           f"{f['params']:,} parameters, {f['convs']} conv layers; run directory {r['run_dir']}")

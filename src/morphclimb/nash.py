@@ -20,7 +20,16 @@ from .build import build
 from .config import SearchConfig
 from .data.load import load_split
 from .errors import ConfigError, RunDirError, TrainingError
-from .events import FINAL, MODEL0, Event, child_id, incumbent_id, rung_id
+from .events import (
+    BASELINE,
+    FINAL,
+    MODEL0,
+    RETRAIN,
+    Event,
+    child_id,
+    incumbent_id,
+    rung_id,
+)
 from .executors import make_executor
 from .journal import RunDir
 from .morphisms import apply_random_morphisms
@@ -425,6 +434,33 @@ class Climber:
                 self.drop_losers(i)
         return self.finish(best)
 
+    def follow_up(self, final: dict) -> dict[str, str]:
+        """The jobs configured after the climb (baseline, retrain, snapshot ensemble).
+
+        Under a time budget a job that is predicted not to fit in what is left is skipped;
+        returns the skipped jobs with the reason (journaled with run_finished).
+        """
+        from .followups import run_baseline, run_retrain, run_snapshot_ensemble
+        jobs = [("baseline", self.c.baseline, BASELINE in self.state.trained, run_baseline),
+                ("retrain", self.c.retrain, RETRAIN in self.state.trained, run_retrain),
+                ("snapshots", self.c.snapshot_ensemble, self.state.ensemble() is not None,
+                 run_snapshot_ensemble)]
+        skipped = {}
+        for name, wanted, done, job in jobs:
+            if not wanted:
+                continue
+            if self.c.time_budget is not None and not done:
+                best = self.state.trained[final["parent"]]
+                cost = self.after_climb_costs(self.time_model(), best,
+                                              len(self.state.decided)).get(name, 0.0)
+                left = self.c.time_budget - self.clock()
+                if cost > left:
+                    skipped[name] = (f"time budget: needs ~{cost:.0f}s, "
+                                     f"{max(left, 0):.0f}s left")
+                    continue
+            job(self)
+        return skipped
+
     def drop_losers(self, i: int) -> None:
         """Delete the weights of step i's candidates that lost (idempotent)."""
         best = self.state.decided[i]["best"]
@@ -502,15 +538,10 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
             if retry_failed:
                 climber.retry_failed(changes or {})
             final = climber.climb()
-            from .followups import run_baseline, run_retrain, run_snapshot_ensemble
-            if config.baseline:
-                run_baseline(climber)
-            if config.retrain:
-                run_retrain(climber)
-            if config.snapshot_ensemble:
-                run_snapshot_ensemble(climber)
+            skipped = climber.follow_up(final)
             if climber.state.finished is None:
-                climber.log({"event": Event.RUN_FINISHED, "model": final["model"]})
+                climber.log({"event": Event.RUN_FINISHED, "model": final["model"],
+                             "skipped": skipped})
         if hasattr(callback, "close"):
             callback.close()
         results = collect_results(run)
