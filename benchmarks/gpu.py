@@ -68,6 +68,7 @@ from morphclimb.config import SearchConfig, resolve  # noqa: E402
 from morphclimb.data import ImageData, dataset_info, load_dataset  # noqa: E402
 from morphclimb.data.archive import archive_to_npz  # noqa: E402
 from morphclimb.device import auto_settings, cpu_count, resolve_device  # noqa: E402
+from morphclimb.events import Event  # noqa: E402
 from morphclimb.executors import SerialExecutor  # noqa: E402
 from morphclimb.flops import forward_flops  # noqa: E402
 from morphclimb.morphisms import apply_random_morphisms  # noqa: E402
@@ -101,6 +102,8 @@ class Scale:
     processes: tuple[int, ...] = (2, 8)
     budget: float = 400.0             # seconds for the whole command (all sections)
     reserve: float = 45.0             # kept back after the search (stop, prediction, writing)
+    child_min_left: float = 240.0     # section 2 rows only while this much time is left
+    agg_min_left: float = 150.0       # section 3 rows likewise (the search gets the rest)
     compile_min_left: float = 330.0   # compile rows only while this much time is left
     compile_nets: int = 2             # ... and only for the first networks (compiling is slow)
     search: dict = dataclasses.field(default_factory=dict)   # SearchConfig overrides
@@ -111,7 +114,8 @@ class Scale:
 GPU = Scale()
 SMOKE = Scale(widths=(4, 8, 8), image=16, batch=32, matmul=256, child_images=64,
               child_epochs=2, agg_images=64, agg_models=4, concurrency=(1, 2), processes=(2,),
-              budget=100.0, reserve=10.0, compile_min_left=1e9, val=200, threads=1,
+              budget=100.0, reserve=10.0, child_min_left=30.0, agg_min_left=20.0,
+              compile_min_left=1e9, val=200, threads=1,
               search=dict(n_steps=2, n_neigh=3, n_nm=2, epoch_pretrain=1, epoch_neigh=1,
                           epoch_final=1, widths=(4, 8, 8), batch_size=32, probe_size=16,
                           eval_batch_size=200, threads=1))
@@ -289,7 +293,8 @@ def section_per_child(nets, split, device, scale: Scale, mechanisms, budget: Bud
                 rows.append({"network": name, "mechanism": label, "skipped": "not measured "
                              "for this network (compiling is slow)"})
                 continue
-            if mech == "compile" and budget.left() < scale.compile_min_left:
+            if budget.left() < (scale.compile_min_left if mech == "compile"
+                                else scale.child_min_left):
                 rows.append({"network": name, "mechanism": label, "skipped": "time budget"})
                 continue
             fwd = forward_flops(arch)
@@ -325,15 +330,16 @@ def per_child_md(rows, peak: float | None) -> str:
     table = []
     for r in rows:
         if "img_s" not in r:
-            table.append([r["network"], r["mechanism"], "-", "-", "-", "-", "-", "-",
+            table.append([r["network"], r["mechanism"], "-", "-", "-", "-", "-", "-", "-",
                           r.get("skipped") or r.get("error", "")[:80]])
             continue
         share = f"{100 * r['tflop_s'] / peak:.1f}%" if peak else "-"
         table.append([r["network"], r["mechanism"], f"{r['params']:,}",
-                      f"{r['fwd_gflop']:.3f}", f"{r['img_s']:,.0f}", f"{r['tflop_s']:.3g}",
-                      share, f"{r['one_off_s']:.2f}", f"{r['loss']:.4f}"])
-    return md_table(["network", "step", "params", "fwd GFLOP/img", "img/s", "TFLOP/s",
-                     "of bf16 peak", "one-off s", "train loss at end"], table)
+                      f"{r['fwd_gflop']:.3f}", f"{r['images']:,}", f"{r['img_s']:,.0f}",
+                      f"{r['tflop_s']:.3g}", share, f"{r['one_off_s']:.2f}",
+                      f"{r['loss']:.4f}"])
+    return md_table(["network", "step", "params", "fwd GFLOP/img", "images", "img/s",
+                     "TFLOP/s", "of bf16 peak", "one-off s", "train loss at end"], table)
 
 
 # ----------------------------------------------------------------------------- 3 aggregate
@@ -375,7 +381,8 @@ def executor_factories(split, device, scale: Scale, processes: bool):
     return f
 
 
-def section_aggregate(models, split, device, scale: Scale, factories, keys=None) -> list:
+def section_aggregate(models, split, device, scale: Scale, factories, budget: Budget,
+                      keys=None) -> list:
     sub = dataclasses.replace(split, train=part(split.train, scale.agg_images))
     warm = dataclasses.replace(split, train=part(split.train, 2 * scale.batch))
     tasks = step_tasks(models, scale)
@@ -385,6 +392,9 @@ def section_aggregate(models, split, device, scale: Scale, factories, keys=None)
     rows, base = [], None
     for key, (label, factory) in factories.items():
         if keys is not None and key not in keys:
+            continue
+        if budget.left() < scale.agg_min_left:
+            rows.append({"key": key, "config": label, "error": "skipped: time budget"})
             continue
         t0 = time.perf_counter()
         try:
@@ -457,19 +467,21 @@ def run_search(config: SearchConfig, split, run_dir: Path, factory, deadline: fl
         config = SearchConfig.from_dict(run.config())
         log(f"search: resuming {run_dir}")
     t0 = time.perf_counter()
+    longest = [0.0]   # the longest epoch seen: stop when the next one would end past the deadline
 
     def on_epoch(model_id, record):
-        if time.perf_counter() > deadline:
+        longest[0] = max(longest[0], float(record.get("seconds", 0.0)))
+        if time.perf_counter() + longest[0] > deadline:
             raise TimeUp
 
     def on_event(rec):
-        ev = str(rec.get("event"))
-        if ev == "model_trained":
+        ev = Event(rec["event"])
+        if ev is Event.MODEL_TRAINED:
             acc = rec.get("val_accuracy", rec.get("test_accuracy"))
             log(f"search +{time.perf_counter() - t0:6.1f}s: {rec['model']:>7} trained "
                 f"({rec.get('params', 0):,} params, {rec.get('epochs')} epochs, "
                 f"{rec.get('seconds', 0):.1f} s, acc {acc if acc is None else round(acc, 4)})")
-        elif ev in ("step_decided", "child_failed"):
+        elif ev in (Event.STEP_DECIDED, Event.CHILD_FAILED):
             log(f"search +{time.perf_counter() - t0:6.1f}s: {ev} {rec.get('step', '')} "
                 f"{rec.get('best', rec.get('model', ''))}")
         if time.perf_counter() > deadline:
@@ -497,13 +509,12 @@ def measured_phases(run_dir: Path, sizes: dict) -> dict:
     """Wall time and FLOPs of each finished phase, from the journal and the saved archs."""
     from morphclimb.journal import RunDir
     run = RunDir.open(run_dir)
-    recs = run.records()
-    trained = [r for r in recs if r.get("event") == "model_trained"]
-    decided = {r["step"]: r for r in recs if r.get("event") == "step_decided"}
+    st = run.state()
+    trained = list(st.trained.values())
+    decided = st.decided
     made: dict = {}
-    for r in recs:
-        if r.get("event") == "child_made":
-            made[r.get("step")] = max(made.get(r.get("step"), 0.0), r.get("clock", 0.0))
+    for r in st.made.values():
+        made[r["step"]] = max(made.get(r["step"], 0.0), r.get("clock", 0.0))
     fwd = {r["model"]: forward_flops(run.load_arch(r["model"])) for r in trained}
 
     def work(r) -> float:
@@ -739,17 +750,16 @@ def main(argv=None) -> int:
         report.add("1. ceiling", c, f"Matrix multiply {scale.matmul}^3 (median of 10 after 3 "
                    f"warm-ups): **bf16 {c['bf16']:.3g} TFLOP/s**, fp32 {c['fp32']:.3g} TFLOP/s.")
 
-    nets = networks(split, scale)
+    nets = networks(split, scale) if sections & {"per-child", "aggregate"} else []
     child_rows: list = []
     if "per-child" in sections:
         child_rows = section_per_child(nets, split, device, scale, mechanisms, budget)
         report.add("2. per-child", child_rows, (
-            f"One model at a time, batch {scale.batch}, {scale.child_epochs} epochs of "
-            f"{min(scale.child_images, len(split.train)):,} images; img/s is the median of the "
-            f"epochs after the first.\n\n" + per_child_md(child_rows, peak)))
+            f"One model at a time, batch {scale.batch}, {scale.child_epochs} epochs of the "
+            f"first `images` training images; img/s is the median of the epochs after the "
+            f"first.\n\n" + per_child_md(child_rows, peak)))
 
     factories = executor_factories(split, device, scale, not args.no_processes)
-    agg_rows: list = []
     agg_rows: list = []      # 3a: a first step (children of model_0), every configuration
     late_rows: list = []     # 3b: a later step (children of the +10 network), the widest ones
     if "aggregate" in sections:
@@ -758,7 +768,7 @@ def main(argv=None) -> int:
                 f"to the last outcome (building, weight transfer, capture included; worker "
                 f"start-up apart)")
         models = step_models(nets, scale, parent=0, step=1)
-        agg_rows = section_aggregate(models, split, device, scale, factories)
+        agg_rows = section_aggregate(models, split, device, scale, factories, budget)
         report.add("3a. aggregate: a first step", agg_rows, (
             f"{len(models)} models ({len(models) - 1} children of model_0, 5 morphisms each, "
             f"and model_0), "
@@ -766,7 +776,7 @@ def main(argv=None) -> int:
         top = max(scale.concurrency)
         keys = ["serial", f"streams{top}", f"graph{top}", f"processes{max(scale.processes)}"]
         models = step_models(nets, scale, parent=1, step=3)
-        late_rows = section_aggregate(models, split, device, scale, factories, keys)
+        late_rows = section_aggregate(models, split, device, scale, factories, budget, keys)
         report.add("3b. aggregate: a later step", late_rows, (
             f"{len(models)} models ({len(models) - 1} children of the +10 network, 5 morphisms "
             f"each, and that network), {what}; only the widest configurations.\n\n"
@@ -774,7 +784,8 @@ def main(argv=None) -> int:
 
     if "search" in sections:
         key = args.search_executor
-        failed_late = {r["key"] for r in late_rows if "img_s" not in r}
+        failed_late = {r["key"] for r in late_rows
+                       if "img_s" not in r and not r.get("error", "").startswith("skipped")}
         ok_rows = [r for r in agg_rows if "img_s" in r and r["key"] != "serial"
                    and r["key"] not in failed_late]
         if key == "auto":

@@ -261,3 +261,16 @@ def test_failed_step_has_a_way_forward(tiny_npz, tmp_path, capsys):
     assert res["config"]["lr_start"] == 0.05 and res["resumed_with"]["changes"]
     with pytest.raises(RunDirError, match="may only change"):
         resume(out, n_steps=3)
+
+
+def test_a_child_too_large_for_memory_fails_fast(tiny_npz, tmp_path, monkeypatch):
+    import morphclimb.budget as budget
+    m0_bytes = budget.training_bytes(
+        __import__("morphclimb").starting_arch(3, 4, 8, widths=TINY["widths"]),
+        TINY["batch_size"])
+    monkeypatch.setattr(budget, "available_bytes", lambda device: int(m0_bytes * 1.12))
+    hill_climb(SearchConfig.from_dict({**TINY, "dataset": tiny_npz, "n_steps": 1}),
+               tmp_path / "run")
+    st = RunDir.open(tmp_path / "run").state()
+    assert st.failed and all("out of memory" in r["reason"] for r in st.failed.values())
+    assert "s01inc" in st.trained and st.finished is not None   # the step went on without them

@@ -36,8 +36,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 def _exec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--executor", choices=["serial", "local", "ray"],
-                   help="where children train: serial (default), local worker processes, ray")
+    p.add_argument("--executor", choices=["serial", "local", "ray", "streams"],
+                   help="where children train: serial (default), local worker processes, ray, "
+                   "streams (threads in this process, one CUDA stream each)")
     p.add_argument("--workers", type=int, help="parallel workers for local/ray executors")
     p.add_argument("--ray-address", help="address of an existing Ray cluster (default: local)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the final result")
@@ -97,8 +98,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _resume_keys() -> list[str]:
-    from .nash import EXEC_KEYS, TRAIN_KEYS
-    return sorted(set(TRAIN_KEYS) | set(EXEC_KEYS))
+    from .nash import EXEC_KEYS, RESUME_KEYS
+    return sorted(set(RESUME_KEYS) | set(EXEC_KEYS))
 
 
 def _exec_overrides(args) -> dict:
@@ -230,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except MorphclimbError as e:
         print(f"morphclimb: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
+    except OSError as e:   # a disk full, a permission denied: the system's own words, one line
+        print(f"morphclimb: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("morphclimb: interrupted; continue with `morphclimb resume RUN_DIR`",
               file=sys.stderr)

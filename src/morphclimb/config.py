@@ -58,6 +58,7 @@ class SearchConfig:
     channels_last: bool | None = None
     threads: int | None = None
     eval_batch_size: int = 1000
+    train_step: str = "eager"         # how a training step runs: eager, cuda_graph, compile
     # execution
     seed: int = 0
     device: str = "auto"
@@ -118,7 +119,8 @@ PRESET_HELP = {
     "table3-c10-s8": "paper Table 3: CIFAR-10, n_steps 8, with snapshot ensemble",
     "table4-c100-s8": "paper Table 4: CIFAR-100, n_steps 8, with snapshot ensemble",
 }
-EXECUTORS = ("serial", "local", "ray")
+EXECUTORS = ("serial", "local", "ray", "streams")
+TRAIN_STEPS = ("eager", "cuda_graph", "compile")   # train.fit's `step`
 KEEP_WEIGHTS = ("all", "best")  # which trained models keep their weights on disk
 
 
@@ -237,6 +239,9 @@ def check(c: SearchConfig) -> None:
         raise ConfigError(f"val must be a count >= 1 or a fraction in (0, 1), got {c.val}")
     if c.executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {c.executor!r}")
+    if c.train_step not in TRAIN_STEPS:
+        raise ConfigError(f"train_step must be one of {', '.join(TRAIN_STEPS)}, got "
+                          f"{c.train_step!r}")
     if c.keep_weights not in KEEP_WEIGHTS:
         raise ConfigError(f"keep_weights must be one of {', '.join(KEEP_WEIGHTS)}, got "
                           f"{c.keep_weights!r}")

@@ -85,9 +85,13 @@ class SerialExecutor:
 
 
 def make_executor(config, split, device=None, on_epoch: OnEpoch | None = None):
-    """The executor named by `config.executor` ('serial', 'local' or 'ray')."""
+    """The executor named by `config.executor` ('serial', 'local', 'ray' or 'streams')."""
     if config.executor == "serial":
         return SerialExecutor(split, device, on_epoch)
+    if config.executor == "streams":
+        from .parallel.streams import StreamExecutor
+        return StreamExecutor(split, device, concurrency=config.workers, threads=config.threads,
+                              on_epoch=on_epoch, cuda_graph=config.train_step == "cuda_graph")
     if config.executor == "local":
         from .parallel import LocalExecutor
         return LocalExecutor(split, device, workers=config.workers, threads=config.threads,

@@ -1,6 +1,7 @@
 """Floating-point operations of an architecture, counted from its spec (no torch needed).
 
-Conventions (per image, forward pass, a multiply-add counts as 2 FLOPs):
+Each op's count is its `flops` entry in spec.OPS; the conventions there (per image, forward
+pass, a multiply-add counts as 2 FLOPs):
 
 * conv: 2 * C_in * C_out * k * k * H * W (+ H * W * C_out for a bias); the convs keep the
   spatial size ('same' padding), so H x W is the output map.
@@ -19,35 +20,15 @@ with respect to both inputs and weights, each about as expensive as the forward 
 
 from __future__ import annotations
 
-import math
-
-from .spec import Arch, Node, has_bias
+from .spec import OPS, Arch, Node
 
 TRAIN_FACTOR = 3
 
 
 def node_flops(arch: Arch, node: Node) -> int:
-    """Forward FLOPs of one node for one image (see the module docstring)."""
-    shape = arch.shapes[node.id]
-    elems = math.prod(shape)
-    op = node.op
-    if op == "conv":
-        c_in = arch.channels(node.inputs[0])
-        return 2 * c_in * node.kernel ** 2 * elems + (elems if has_bias(node) else 0)
-    if op == "linear":
-        c_in = arch.channels(node.inputs[0])
-        return 2 * c_in * node.channels + (node.channels if has_bias(node) else 0)
-    if op == "bn":
-        return 4 * elems
-    if op == "relu":
-        return elems
-    if op == "add":
-        return 2 * len(node.inputs) * elems
-    if op == "maxpool":
-        return (node.kernel ** 2 - 1) * elems
-    if op == "gap":
-        return math.prod(arch.shapes[node.inputs[0]])
-    return 0  # input, concat
+    """Forward FLOPs of one node for one image (its op's entry in spec.OPS)."""
+    ins = [arch.shapes[i] for i in node.inputs]
+    return OPS[node.op].flops(node, ins, arch.shapes[node.id])
 
 
 def forward_flops(arch: Arch) -> int:

@@ -69,6 +69,7 @@ class SearchResult:
 
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "sgdr")
 EXEC_KEYS = ("device", "executor", "workers", "ray_address", "threads", "keep_weights")
+RESUME_KEYS = (*TRAIN_KEYS, "train_step")   # training settings resume may change (journaled)
 
 
 def train_config(c: SearchConfig, sgdr: bool = True) -> TrainConfig:
@@ -122,7 +123,8 @@ class Climber:
         return TrainTask(model_id, arch.to_dict(), weights, epochs, train_config(self.c, sgdr),
                          derive_seed(self.c.seed, "train", model_id), part=part,
                          eval_part=eval_part, init_seed=derive_seed(self.c.seed, "init", model_id),
-                         meta=dict(meta, lineage=meta.get("lineage", 0) + epochs))
+                         meta=dict(meta, lineage=meta.get("lineage", 0) + epochs),
+                         step=self.c.train_step)
 
     def train_all(self, tasks: list[TrainTask], guard: Callable[[], bool] | None = None
                   ) -> dict[str, dict] | None:
@@ -569,14 +571,14 @@ def resume(run_dir: str | Path, callback: Callback | None = None, on_epoch=None,
     """
     run = RunDir.open(run_dir)
     cfg = run_config(run)
-    allowed = set(EXEC_KEYS) | set(TRAIN_KEYS)
+    allowed = set(EXEC_KEYS) | set(RESUME_KEYS)
     bad = set(overrides) - allowed
     if bad:
         raise RunDirError(f"resume may only change {', '.join(sorted(allowed))}; not "
                           f"{', '.join(sorted(bad))}")
     new = cfg.replace(**overrides)
     changes = {k: v for k, v in overrides.items()
-               if k in TRAIN_KEYS and k not in EXEC_KEYS and getattr(cfg, k) != v}
+               if k in RESUME_KEYS and k not in EXEC_KEYS and getattr(cfg, k) != v}
     return hill_climb(new, run_dir, resume=True, callback=callback, on_epoch=on_epoch,
                       retry_failed=retry_failed, changes=changes)
 

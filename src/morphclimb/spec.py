@@ -213,6 +213,8 @@ class Op:
     buffers: frozenset = frozenset()  # names in `weights` that are not trained
     per_channel: bool = False  # output channel k is computed from input channel k alone
     describe: Callable[[Node], str] | None = None  # for tables; default: the op's name
+    # forward FLOPs per image from (node, input shapes, output shape); conventions: flops.py
+    flops: Callable[[Node, list[Shape], Shape], int] = lambda n, ins, out: 0
 
 
 def _need_map(n: Node, s: Shape) -> None:
@@ -273,25 +275,42 @@ def _bn_weights(n: Node, ins: list[Shape]) -> dict[str, Shape]:
     return {"weight": c, "bias": c, "running_mean": c, "running_var": c, "num_batches_tracked": ()}
 
 
+def _size(s: Shape) -> int:
+    return math.prod(s)
+
+
+def _conv_flops(n: Node, ins: list[Shape], out: Shape) -> int:
+    return 2 * ins[0][0] * n.kernel ** 2 * _size(out) + (_size(out) if has_bias(n) else 0)
+
+
+def _linear_flops(n: Node, ins: list[Shape], out: Shape) -> int:
+    return 2 * ins[0][0] * n.channels + (n.channels if has_bias(n) else 0)
+
+
 OPS: dict[str, Op] = {
     "input": Op(lambda n, ins: (n.channels, *n.size), required=frozenset({"channels", "size"}),
                 inputs=(0, 0), describe=_input_describe),
     "conv": Op(_map_op(lambda n, s: (n.channels, *s[1:])),
                required=frozenset({"channels", "kernel"}), optional=frozenset({"bias"}),
                weights=lambda n, ins: _with_bias(n, (n.channels, ins[0][0], n.kernel, n.kernel)),
-               describe=lambda n: f"conv {n.kernel}x{n.kernel}, {n.channels}"),
+               describe=lambda n: f"conv {n.kernel}x{n.kernel}, {n.channels}",
+               flops=_conv_flops),
     "bn": Op(_map_op(lambda n, s: s), per_channel=True,
              weights=_bn_weights,
-             buffers=frozenset({"running_mean", "running_var", "num_batches_tracked"})),
-    "relu": Op(lambda n, ins: ins[0], per_channel=True),
+             buffers=frozenset({"running_mean", "running_var", "num_batches_tracked"}),
+             flops=lambda n, ins, out: 4 * _size(out)),
+    "relu": Op(lambda n, ins: ins[0], per_channel=True, flops=lambda n, ins, out: _size(out)),
     "maxpool": Op(_map_op(_pool_shape), required=frozenset({"kernel"}), per_channel=True,
-                  describe=lambda n: f"maxpool {n.kernel}x{n.kernel}"),
-    "add": Op(_same_shapes, inputs=(2, None), weights=lambda n, ins: {"weight": (len(ins),)}),
+                  describe=lambda n: f"maxpool {n.kernel}x{n.kernel}",
+                  flops=lambda n, ins, out: (n.kernel ** 2 - 1) * _size(out)),
+    "add": Op(_same_shapes, inputs=(2, None), weights=lambda n, ins: {"weight": (len(ins),)},
+              flops=lambda n, ins, out: 2 * len(ins) * _size(out)),
     "concat": Op(_concat_shape, inputs=(2, None)),
-    "gap": Op(_map_op(lambda n, s: s[:1]), per_channel=True),
+    "gap": Op(_map_op(lambda n, s: s[:1]), per_channel=True,
+              flops=lambda n, ins, out: _size(ins[0])),
     "linear": Op(_linear_shape, required=frozenset({"channels"}), optional=frozenset({"bias"}),
                  weights=lambda n, ins: _with_bias(n, (n.channels, ins[0][0])),
-                 describe=lambda n: f"linear {n.channels}"),
+                 describe=lambda n: f"linear {n.channels}", flops=_linear_flops),
 }
 
 

@@ -61,12 +61,24 @@ def _part(split, name: str):
     return getattr(split, name)
 
 
+def check_memory(arch: Arch, batch_size: int, device) -> None:
+    """Fail fast (TrainingError) when training `arch` clearly cannot fit in free memory,
+    rather than swapping the machine to a halt or dying mid-step."""
+    from .budget import available_bytes, training_bytes
+    need, have = training_bytes(arch, batch_size), available_bytes(device)
+    if have is not None and need > 0.9 * have:
+        raise TrainingError(f"out of memory: training needs about {need / 2**30:.1f} GiB "
+                            f"(batch {batch_size}, {arch.num_params:,} parameters); "
+                            f"{have / 2**30:.1f} GiB are free")
+
+
 def run_task(task: TrainTask, split, device: str | torch.device | None = None,
              callback: Callable[[dict], None] | None = None) -> TrainOutcome:
     """Train `task` on `split`; failures (exception, NaN loss, out of memory) become outcomes."""
     start = time.perf_counter()
     try:
         arch = Arch.from_dict(task.arch)
+        check_memory(arch, task.config.batch_size, device)
         with _BUILD_LOCK:
             model = build(arch, task.weights, seed=task.init_seed, dtype=torch.float32)
         records: list[dict[str, Any]] = []
