@@ -193,6 +193,11 @@ def test_local_search_matches_serial(npz, serial_summary, control, tmp_path):
     assert summary(tmp_path / "run") == serial_summary
 
 
+def test_streams_search_matches_serial(npz, serial_summary, tmp_path):
+    hill_climb(config(npz, executor="streams", workers=2), tmp_path / "run")
+    assert summary(tmp_path / "run") == serial_summary
+
+
 def test_ray_search_matches_serial(npz, serial_summary, control, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     assert not ray.is_initialized()

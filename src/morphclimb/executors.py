@@ -7,11 +7,12 @@ config.EXECUTORS, and a branch in `make_executor`. Training a task must stay
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from typing import Protocol
 
-from .worker import TrainOutcome, TrainTask, run_task
+from .worker import TrainOutcome, TrainTask, failed_outcome, run_isolated
+
+__all__ = ["Executor", "SerialExecutor", "failed_outcome", "make_executor", "run_isolated"]
 
 OnDone = Callable[[TrainOutcome], None]
 OnEpoch = Callable[[str, dict], None]
@@ -30,23 +31,6 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Release workers and memory."""
-
-
-def failed_outcome(task: TrainTask, error: BaseException | str) -> TrainOutcome:
-    """A failed outcome for `task` (an exception, or a reason such as a dead worker)."""
-    if isinstance(error, BaseException):
-        tb = "".join(traceback.format_exception(error, limit=-3))
-        error = f"{type(error).__name__}: {error}\n{tb}"
-    return TrainOutcome(task.model_id, False, None, [], None, 0.0, error=str(error)[:2000],
-                        meta=dict(task.meta))
-
-
-def run_isolated(task: TrainTask, split, device=None, callback=None) -> TrainOutcome:
-    """`run_task`, with any exception (MemoryError included) turned into a failed outcome."""
-    try:
-        return run_task(task, split, device, callback)
-    except Exception as e:  # noqa: BLE001 - one child's failure must not end the search
-        return failed_outcome(task, e)
 
 
 class SerialExecutor:

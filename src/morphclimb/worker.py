@@ -101,3 +101,20 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
             reason += "\n" + traceback.format_exc(limit=3)
         return TrainOutcome(task.model_id, False, None, [], None, time.perf_counter() - start,
                             error=reason[:2000], meta=dict(task.meta))
+
+
+def failed_outcome(task: TrainTask, error: BaseException | str) -> TrainOutcome:
+    """A failed outcome for `task` (an exception, or a reason such as a dead worker)."""
+    if isinstance(error, BaseException):
+        tb = "".join(traceback.format_exception(error, limit=-3))
+        error = f"{type(error).__name__}: {error}\n{tb}"
+    return TrainOutcome(task.model_id, False, None, [], None, 0.0, error=str(error)[:2000],
+                        meta=dict(task.meta))
+
+
+def run_isolated(task: TrainTask, split, device=None, callback=None) -> TrainOutcome:
+    """`run_task`, with any exception (MemoryError included) turned into a failed outcome."""
+    try:
+        return run_task(task, split, device, callback)
+    except Exception as e:  # noqa: BLE001 - one child's failure must not end the search
+        return failed_outcome(task, e)

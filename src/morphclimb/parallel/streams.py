@@ -31,9 +31,8 @@ import torch
 from ..augment import device_images, device_labels
 from ..device import cpu_count, resolve_device, side_stream
 from ..errors import ConfigError
-from ..executors import run_isolated
 from ..train import CAPTURE_LOCK
-from ..worker import TrainOutcome, TrainTask
+from ..worker import TrainOutcome, TrainTask, run_isolated
 from ._common import OnDone, OnEpoch, failed, with_threads
 
 PER_GPU = 8   # default slots per GPU: the paper's n_neigh (a whole step at once)
