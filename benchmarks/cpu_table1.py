@@ -73,6 +73,9 @@ VARIANTS = {
     "halving": ("n_steps=3, n_neigh=8, halving rungs 1+3, eta 4", {"rungs": (1, 3), "eta": 4}),
     "halving16": ("n_steps=3, n_neigh=16, halving rungs 1+3, eta 4",
                   {"n_neigh": 16, "rungs": (1, 3), "eta": 4}),
+    # three rungs: 8 x 1 + 4 x 1 + 2 x 2 = 16 candidate-epochs per step, half of NASH's 32
+    "halving3": ("n_steps=3, n_neigh=8, halving rungs 1+1+2, eta 2",
+                 {"rungs": (1, 1, 2), "eta": 2}),
 }
 DEFAULT_VARIANTS = {"full": ["nash", "nosgdr", "random"],
                     "small": ["nash", "halving", "halving16", "random"]}

@@ -296,3 +296,25 @@ def test_a_budget_can_stop_the_climb_inside_a_step(tiny_npz, tmp_path, monkeypat
     assert "the rest of step 1" in st.stopped["reason"] and not st.decided
     assert "s01c1" in st.trained and "s01c2" not in st.trained
     assert st.trained["final"]["parent"] == "m0"       # the climb's best so far: model_0
+
+
+# ------------------------------------------------------------------ the retrained model as the run's
+def test_final_model_retrain_is_what_the_run_hands_out(tiny_npz, tmp_path, capsys):
+    from morphclimb.commands import evaluate_run
+    from morphclimb.export import member_ids
+    out = tmp_path / "run"
+    hill_climb(cfg(tiny_npz, n_steps=1, final_model="retrain"), out)
+    run = RunDir.open(out)
+    st = run.state()
+    assert "retrain" in st.trained and "final" in st.trained      # the paper's result stays
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"] == "retrain" and res["final"]["model"] == "final"
+    assert member_ids(run) == ["retrain"] and evaluate_run(out)["model"] == "retrain"
+    assert evaluate_run(out, "final")["model"] == "final"
+    assert main(["show", str(out), "--arch"]) == 0
+    assert json.loads(capsys.readouterr().out) == run.load_arch("retrain").to_dict()
+    plain = tmp_path / "plain"
+    hill_climb(cfg(tiny_npz, n_steps=1), plain)
+    assert json.loads((plain / "results.json").read_text())["model"] == "final"
+    with pytest.raises(ConfigError, match="final_model"):
+        cfg(tiny_npz, final_model="best")

@@ -70,19 +70,21 @@ def parser() -> argparse.ArgumentParser:
     _exec_args(p)
     p = sub.add_parser("evaluate", help="evaluate a run's model on its test or validation set")
     p.add_argument("run_dir")
-    p.add_argument("--model", default="final", help="model id in the run (default final)")
+    p.add_argument("--model", help="model id in the run (default: the run's model, final; retrain with "
+                   "final_model=retrain)")
     p.add_argument("--part", default="test", choices=["test", "val", "train"])
     p.add_argument("--device")
     p = sub.add_parser("show", help="a run's summary and final architecture")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print results.json instead")
-    p.add_argument("--arch", metavar="MODEL", nargs="?", const="final", help="print only the "
+    p.add_argument("--arch", metavar="MODEL", nargs="?", const="", help="print only the "
                    "architecture JSON of MODEL (default final), the format --start reads")
     p = sub.add_parser("predict", help="top classes of image files (or folders of them) by a "
                        "run's model or snapshot ensemble")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--model", default="final", help="model id in the run (default final)")
+    p.add_argument("--model", help="model id in the run (default: the run's model, final; retrain with "
+                   "final_model=retrain)")
     p.add_argument("--ensemble", choices=["snapshot"], help="average the snapshot ensemble's "
                    "members instead of one model")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
@@ -153,6 +155,9 @@ def _print_result(r: dict) -> None:
                        ("retrain", "found architecture retrained from scratch")):
         if key in r:
             print(f"{label}: test error {r[key]['test_error']:.2f}%")
+    if r.get("model", "final") != "final":
+        print(f"the run's model (evaluate, export, predict): {r['model']} (final_model="
+              f"{r['config'].get('final_model')})")
     if "snapshot_ensemble" in r:
         e = r["snapshot_ensemble"]
         print(f"snapshot ensemble ({len(e['members'])} models): test error "
@@ -185,15 +190,15 @@ def cmd_ensemble(args) -> int:
 def cmd_evaluate(args) -> int:
     from .commands import evaluate_run
     r = evaluate_run(args.run_dir, args.model, args.part, args.device)
-    print(f"{args.model} on {args.part} ({r['n']} images): accuracy {100 * r['accuracy']:.2f}%, "
+    print(f"{r['model']} on {args.part} ({r['n']} images): accuracy {100 * r['accuracy']:.2f}%, "
           f"error {100 * (1 - r['accuracy']):.2f}%, loss {r['loss']:.4f}")
     return 0
 
 
 def cmd_show(args) -> int:
     from .commands import show_arch, show_run
-    if args.arch:
-        print(show_arch(args.run_dir, args.arch))
+    if args.arch is not None:
+        print(show_arch(args.run_dir, args.arch or None))
         return 0
     print(show_run(args.run_dir, as_json=args.json))
     return 0

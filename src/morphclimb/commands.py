@@ -30,7 +30,7 @@ def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None) ->
     return collect_results(run)
 
 
-def evaluate_run(run_dir: str | Path, model_id: str = "final", part: str = "test",
+def evaluate_run(run_dir: str | Path, model_id: str | None = None, part: str = "test",
                  device=None) -> dict:
     """Accuracy and loss of one of a run's models on its train, val or test images."""
     from .data.load import load_split
@@ -38,7 +38,7 @@ def evaluate_run(run_dir: str | Path, model_id: str = "final", part: str = "test
     from .nash import run_config
     from .train import evaluate
     run = RunDir.open(run_dir)
-    check_model_id(model_id, "--model")
+    model_id = check_model_id(model_id or run.state().chosen_model(run.config()), "--model")
     if not run.model_dir(model_id).is_dir():
         known = sorted(p.name for p in (run.path / "models").glob("*"))
         raise RunDirError(f"{run_dir} has no model {model_id!r}; it has {', '.join(known)}")
@@ -47,12 +47,15 @@ def evaluate_run(run_dir: str | Path, model_id: str = "final", part: str = "test
     arch, w = run.load_model(model_id)
     res = evaluate(build(arch, w), getattr(split, part), mean=split.mean, std=split.std,
                    device=resolve_device(device or cfg.device))
-    return {"accuracy": float(res.accuracy), "loss": float(res.loss), "n": int(res.n)}
+    return {"model": model_id, "accuracy": float(res.accuracy), "loss": float(res.loss),
+            "n": int(res.n)}
 
 
-def show_arch(run_dir: str | Path, model_id: str = FINAL) -> str:
-    """The architecture JSON of one of a run's models (what `search --start` reads)."""
+def show_arch(run_dir: str | Path, model_id: str | None = None) -> str:
+    """The architecture JSON of one of a run's models (default: the run's model), the format
+    `search --start` reads."""
     run = RunDir.open(run_dir)
+    model_id = model_id or run.state().chosen_model(run.config())
     return json.dumps(run.load_arch(check_model_id(model_id, "--arch")).to_dict(), indent=1)
 
 

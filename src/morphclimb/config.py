@@ -46,6 +46,7 @@ class SearchConfig:
     snapshot_ensemble: bool = False   # train each step's best on train+val and ensemble them
     retrain: bool = False             # retrain the found architecture from scratch (Table 2)
     baseline: bool = False            # train model_0 for the same total epochs, for comparison
+    final_model: str = "search"       # "retrain": the run's model is the retrained one
     # training
     batch_size: int = 128
     momentum: float = 0.9
@@ -121,6 +122,7 @@ PRESET_HELP = {
 }
 EXECUTORS = ("serial", "local", "ray", "streams")
 TRAIN_STEPS = ("eager", "cuda_graph", "compile")   # train.fit's `step`
+FINAL_MODELS = ("search", "retrain")   # which model a run hands out (evaluate, export, predict)
 KEEP_WEIGHTS = ("all", "best")  # which trained models keep their weights on disk
 
 
@@ -239,6 +241,9 @@ def check(c: SearchConfig) -> None:
         raise ConfigError(f"val must be a count >= 1 or a fraction in (0, 1), got {c.val}")
     if c.executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {c.executor!r}")
+    if c.final_model not in FINAL_MODELS:
+        raise ConfigError(f"final_model must be one of {', '.join(FINAL_MODELS)}, got "
+                          f"{c.final_model!r}")
     if c.train_step not in TRAIN_STEPS:
         raise ConfigError(f"train_step must be one of {', '.join(TRAIN_STEPS)}, got "
                           f"{c.train_step!r}")

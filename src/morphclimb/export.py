@@ -48,9 +48,12 @@ class RawImageClassifier(nn.Module):
         return probs / len(self.members)
 
 
-def member_ids(run: RunDir, model: str = "final", ensemble: str | None = None) -> list[str]:
-    """The model ids to export: one model, or the members of the run's snapshot ensemble."""
+def member_ids(run: RunDir, model: str | None = None, ensemble: str | None = None
+               ) -> list[str]:
+    """The model ids to export: one model (default: the run's model, `final` unless
+    final_model=retrain), or the members of the run's snapshot ensemble."""
     if ensemble is None:
+        model = model or run.state().chosen_model(run.config())
         check_model_id(model, "--model")
         if not run.model_dir(model).is_dir():
             known = sorted(p.name for p in (run.path / "models").glob("*"))
@@ -118,7 +121,7 @@ def _safetensors(run: RunDir, members: list[str], meta: dict[str, Any], path: Pa
     (path / "export.json").write_text(json.dumps(meta, indent=1))
 
 
-def export_run(run_dir: str | Path, fmt: str, *, model: str = "final",
+def export_run(run_dir: str | Path, fmt: str, *, model: str | None = None,
                ensemble: str | None = None, out: str | Path | None = None,
                force: bool = False) -> Path:
     """Export a run's model (or snapshot ensemble) to `fmt`; returns the written path.
@@ -132,7 +135,7 @@ def export_run(run_dir: str | Path, fmt: str, *, model: str = "final",
     run = RunDir.open(run_dir)
     members = member_ids(run, model, ensemble)
     meta = export_meta(run, members)
-    name = f"{ensemble}-ensemble" if ensemble else model
+    name = f"{ensemble}-ensemble" if ensemble else members[0]
     if out is None:
         no_link(run.path / "export")
         path = run.path / "export" / (name + SUFFIX[fmt])

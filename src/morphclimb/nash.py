@@ -362,7 +362,7 @@ class Climber:
         if self.c.baseline:
             m0 = mflops(self.run.load_arch(MODEL0))
             out["baseline"] = model.seconds(m0, image_passes(lineage, n_full, n_test))
-        if self.c.retrain:
+        if self.c.retrain or self.c.final_model == "retrain":
             out["retrain"] = model.seconds(size, image_passes(lineage, n_full, n_test))
         if self.c.snapshot_ensemble and steps_done > 1:
             out["snapshots"] = (steps_done - 1) * model.seconds(
@@ -444,7 +444,8 @@ class Climber:
         """
         from .followups import run_baseline, run_retrain, run_snapshot_ensemble
         jobs = [("baseline", self.c.baseline, BASELINE in self.state.trained, run_baseline),
-                ("retrain", self.c.retrain, RETRAIN in self.state.trained, run_retrain),
+                ("retrain", self.c.retrain or self.c.final_model == "retrain",
+                 RETRAIN in self.state.trained, run_retrain),
                 ("snapshots", self.c.snapshot_ensemble, self.state.ensemble() is not None,
                  run_snapshot_ensemble)]
         skipped = {}

@@ -120,7 +120,7 @@ def load_images(paths: list[Path], size: tuple[int, int], channels: int) -> np.n
     return out
 
 
-def predict(run_dir: str | Path, inputs: list[str | Path], *, model: str = "final",
+def predict(run_dir: str | Path, inputs: list[str | Path], *, model: str | None = None,
             ensemble: str | None = None, device=None) -> Predictions:
     """Probabilities of a run's model (or `ensemble='snapshot'`) for image files or folders."""
     from .build import build
@@ -130,7 +130,9 @@ def predict(run_dir: str | Path, inputs: list[str | Path], *, model: str = "fina
     from .journal import RunDir
     from .nash import run_config
     run = RunDir.open(run_dir)
-    members = member_ids(run, check_model_id(model, "--model"), ensemble)
+    if model is not None:
+        check_model_id(model, "--model")
+    members = member_ids(run, model, ensemble)
     paths = image_files(inputs)
     meta = export_meta(run, members)
     _, h, w, c = meta["input_shape"]

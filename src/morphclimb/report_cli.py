@@ -19,7 +19,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import INPUT, OUTPUT, export_run
     path = export_run(args.run_dir, args.format, model=args.model, ensemble=args.ensemble,
                       out=args.out, force=args.force)
-    what = f"{args.ensemble} ensemble" if args.ensemble else f"model {args.model}"
+    what = (f"{args.ensemble} ensemble" if args.ensemble else
+            f"model {args.model}" if args.model else "the run's model")
     print(f"exported {what} of {args.run_dir} as {args.format} to {path} "
           f"(input: {INPUT}; output: {OUTPUT})")
     return 0
@@ -39,7 +40,8 @@ def add_commands(sub) -> None:
                        "inference on raw uint8 images (N, H, W, C)")
     p.add_argument("run_dir")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"])
-    p.add_argument("--model", default="final", help="model id in the run (default final)")
+    p.add_argument("--model", help="model id in the run (default: the run's model, final; retrain with "
+                   "final_model=retrain)")
     p.add_argument("--ensemble", choices=["snapshot"], help="export the snapshot ensemble "
                    "(probabilities averaged over its members) instead of one model")
     p.add_argument("--out", help="output file (a folder for safetensors; default "

@@ -55,6 +55,7 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     out["models_trained"] = len(trained)
     out["children_failed"] = len(failed)
     cfg = out["config"]
+    out["model"] = st.chosen_model(cfg)   # what evaluate/export/predict use by default
     out["climb"] = {"steps_run": len(st.decided), "n_steps": cfg.get("n_steps"),
                     "stopped": st.stopped["reason"] if st.stopped else None,
                     "start": (st.started or {}).get("start", {"kind": "model0"}),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import MODEL0, Event
+from .events import FINAL, MODEL0, RETRAIN, Event
 
 Record = dict[str, Any]
 
@@ -106,6 +106,13 @@ class RunState:
             r = self.trained.get(m) or self.made.get(m) or self.failed.get(m) or {}
             m = r.get("parent")
         return chain[::-1]
+
+    def chosen_model(self, config: dict[str, Any]) -> str:
+        """The model the run hands out: the search's final model (the paper's result), or
+        with final_model="retrain" its architecture retrained from scratch, once trained."""
+        if config.get("final_model") == "retrain" and RETRAIN in self.trained:
+            return RETRAIN
+        return FINAL
 
     def ensemble(self, kind: str = "snapshot") -> Record | None:
         """The latest ensemble evaluation of that kind."""
