@@ -14,9 +14,9 @@ from morphclimb.cli import main
 from morphclimb.config import SearchConfig, resolve
 from morphclimb.errors import ConfigError
 from morphclimb.journal import RunDir
+from morphclimb.model0 import starting_arch
 from morphclimb.nash import hill_climb, resume
 from morphclimb.seeds import derive_seed
-from morphclimb.zoo import starting_arch
 
 
 def cfg(npz, **kw):

@@ -19,6 +19,7 @@ from morphclimb.config import SearchConfig
 from morphclimb.errors import ConfigError
 from morphclimb.executors import SerialExecutor
 from morphclimb.journal import RunDir
+from morphclimb.model0 import starting_arch
 from morphclimb.nash import hill_climb, load_split, resume
 from morphclimb.parallel import (
     DIED_TWICE,
@@ -30,7 +31,6 @@ from morphclimb.parallel import (
 )
 from morphclimb.train import TrainConfig
 from morphclimb.worker import TrainTask
-from morphclimb.zoo import starting_arch
 
 CONTROL_ENV = "MORPHCLIMB_TEST_PARALLEL_CONTROL"
 

@@ -12,11 +12,11 @@ from .errors import (
     RunDirError,
     TrainingError,
 )
+from .model0 import starting_arch
 from .morphisms import REGISTRY, apply_morphism, apply_random_morphisms, deeper, skip, wider
 from .nash import SearchResult, hill_climb, resume, search
 from .spec import Arch, Node
 from .train import TrainConfig, evaluate, fit, predict_proba, sgdr_lr
-from .zoo import starting_arch
 
 __version__ = "0.1.0"
 

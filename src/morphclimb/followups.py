@@ -4,7 +4,7 @@ ensemble. Each is journaled like the search and skipped when its record is alrea
 from __future__ import annotations
 
 from .events import BASELINE, FINAL, RETRAIN, Event, snapshot_id
-from .zoo import starting_arch
+from .model0 import starting_arch
 
 
 def run_baseline(climber) -> dict:

@@ -10,8 +10,8 @@ import torch
 from .errors import ConfigError, RunDirError
 from .events import FINAL
 from .journal import RunDir, read_arch_file
+from .model0 import starting_arch
 from .spec import Arch
-from .zoo import starting_arch
 
 
 def load_start(c, split) -> tuple[Arch, dict[str, torch.Tensor] | None, dict[str, Any]]:

@@ -5,9 +5,9 @@ which worker ran it or when. The data set travels to each worker once (shared me
 Ray object store); tasks and outcomes (weights as CPU tensors) are pickled per child.
 """
 
-from ._common import DIED_TWICE, HOOK_ENV, Part, WorkerSplit, execute, pack_split
 from .local import LocalExecutor, worker_devices
 from .ray_executor import RayExecutor
+from .transport import DIED_TWICE, HOOK_ENV, Part, WorkerSplit, execute, pack_split
 
 __all__ = ["DIED_TWICE", "HOOK_ENV", "LocalExecutor", "Part", "RayExecutor", "WorkerSplit",
            "execute", "pack_split", "worker_devices"]

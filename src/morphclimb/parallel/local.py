@@ -16,7 +16,7 @@ import torch
 from ..device import cpu_count, resolve_device
 from ..errors import ConfigError
 from ..worker import TrainOutcome, TrainTask
-from ._common import (
+from .transport import (
     DIED_TWICE,
     OnDone,
     OnEpoch,

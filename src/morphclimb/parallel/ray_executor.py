@@ -11,7 +11,7 @@ import torch
 from ..device import cpu_count
 from ..errors import ConfigError
 from ..worker import TrainOutcome, TrainTask
-from ._common import (
+from .transport import (
     DIED_TWICE,
     OnDone,
     WorkerSplit,

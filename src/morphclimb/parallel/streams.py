@@ -33,7 +33,7 @@ from ..device import cpu_count, resolve_device, side_stream
 from ..errors import ConfigError
 from ..train import CAPTURE_LOCK
 from ..worker import TrainOutcome, TrainTask, run_isolated
-from ._common import OnDone, OnEpoch, failed, with_threads
+from .transport import OnDone, OnEpoch, failed, with_threads
 
 PER_GPU = 8   # default slots per GPU: the paper's n_neigh (a whole step at once)
 

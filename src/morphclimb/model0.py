@@ -1,4 +1,4 @@
-"""Ready-made architectures, starting with the NASH paper's starting network."""
+"""model_0: the NASH paper's starting network (Conv-MaxPool-Conv-MaxPool-Conv-FC), any size."""
 
 from __future__ import annotations
 

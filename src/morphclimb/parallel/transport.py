@@ -1,4 +1,4 @@
-"""What every parallel executor shares: the split as workers see it, running a task there."""
+"""What crosses to a worker and back: the split as workers see it, a task run there, its outcome."""
 
 from __future__ import annotations
 
