@@ -15,13 +15,16 @@ and the per-seed paired differences. BENCHMARKS.md has the results.
 training: 10,000 of the 16x16 training images (8,000 train / 2,000 validation), 4 epochs per
 child; its runs go to runs/table1-small. Its default variants are nash, halving (rungs 1+3,
 eta 4), halving16 (n_neigh 16, rungs 1+3, eta 4) and random, and nash and halving are also
-retrained from scratch (the paper's Table 2; `--no-retrain` skips that):
+retrained from scratch (the paper's Table 2; `--no-retrain` skips that). Also available:
+halving3 (rungs 1+1+2, eta 2: half of NASH's child epochs) and halving3x16 (the same with 16
+children, NASH's cost); BENCHMARKS.md has all six:
 
     nice -n 19 .venv/bin/python benchmarks/cpu_table1.py --scale small --threads 1 \
         --variants nash halving --seeds 0 1 2 3 4 &
     nice -n 19 .venv/bin/python benchmarks/cpu_table1.py --scale small --threads 1 \
         --variants halving16 random --seeds 0 1 2 3 4
-    .venv/bin/python benchmarks/cpu_table1.py --scale small --report-only --seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/cpu_table1.py --scale small --report-only --seeds 0 1 2 3 4 \
+        --variants nash halving halving3 halving16 halving3x16 random
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ VARIANTS = {
     # three rungs: 8 x 1 + 4 x 1 + 2 x 2 = 16 candidate-epochs per step, half of NASH's 32
     "halving3": ("n_steps=3, n_neigh=8, halving rungs 1+1+2, eta 2",
                  {"rungs": (1, 1, 2), "eta": 2}),
+    # ... with 16 children: 16 x 1 + 8 x 1 + 4 x 2 = 32 candidate-epochs, NASH's cost
+    "halving3x16": ("n_steps=3, n_neigh=16, halving rungs 1+1+2, eta 2",
+                    {"n_neigh": 16, "rungs": (1, 1, 2), "eta": 2}),
 }
 DEFAULT_VARIANTS = {"full": ["nash", "nosgdr", "random"],
                     "small": ["nash", "halving", "halving16", "random"]}
