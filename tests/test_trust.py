@@ -274,3 +274,13 @@ def test_a_child_too_large_for_memory_fails_fast(tiny_npz, tmp_path, monkeypatch
     st = RunDir.open(tmp_path / "run").state()
     assert st.failed and all("out of memory" in r["reason"] for r in st.failed.values())
     assert "s01inc" in st.trained and st.finished is not None   # the step went on without them
+
+
+def test_ensemble_out_never_overwrites_a_user_file(done_run, run_copy, tmp_path, capsys):
+    mine = tmp_path / "mine.json"
+    mine.write_text("mine")
+    err = _one_line(capsys, main(["ensemble", str(done_run), str(run_copy), "--out",
+                                  str(mine)]))
+    assert "--force" in err and mine.read_text() == "mine"
+    assert main(["ensemble", str(done_run), str(run_copy), "--out", str(mine), "--force"]) == 0
+    assert json.loads(mine.read_text())["kind"] == "across_runs"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import MorphclimbError, TrainingError
+from .errors import MorphclimbError, RunDirError, TrainingError
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
@@ -67,24 +67,24 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ensemble", help="snapshot ensemble of one run, or across several runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="write the ensemble result as JSON to this file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     _exec_args(p)
     p = sub.add_parser("evaluate", help="evaluate a run's model on its test or validation set")
     p.add_argument("run_dir")
-    p.add_argument("--model", help="model id in the run (default: the run's model, final; retrain with "
-                   "final_model=retrain)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--part", default="test", choices=["test", "val", "train"])
     p.add_argument("--device")
     p = sub.add_parser("show", help="a run's summary and final architecture")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print results.json instead")
     p.add_argument("--arch", metavar="MODEL", nargs="?", const="", help="print only the "
-                   "architecture JSON of MODEL (default final), the format --start reads")
+                   "architecture JSON of MODEL (default: the run's model), the format --start "
+                   "reads")
     p = sub.add_parser("predict", help="top classes of image files (or folders of them) by a "
                        "run's model or snapshot ensemble")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--model", help="model id in the run (default: the run's model, final; retrain with "
-                   "final_model=retrain)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--ensemble", choices=["snapshot"], help="average the snapshot ensemble's "
                    "members instead of one model")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
@@ -97,6 +97,10 @@ def parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     return ap
+
+
+MODEL_HELP = ("model id in the run (default: the run's model: final, or retrain with "
+              "final_model=retrain)")
 
 
 def _resume_keys() -> list[str]:
@@ -183,7 +187,10 @@ def cmd_ensemble(args) -> int:
     print(f"ensemble across {len(args.run_dirs)} runs: test error {res['test_error']:.2f}%, "
           f"{res['params']:,} parameters")
     if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=1))
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise RunDirError(f"{out} already exists; pick another --out or pass --force")
+        out.write_text(json.dumps(res, indent=1))
     return 0
 
 
