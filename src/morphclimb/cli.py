@@ -183,13 +183,13 @@ def cmd_ensemble(args) -> int:
                          "ensemble")
     from .device import resolve_device
     from .ensemble import ensemble_across_runs
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.force:
+        raise RunDirError(f"{out} already exists; pick another --out or pass --force")
     res = ensemble_across_runs(args.run_dirs, resolve_device(args.device))
     print(f"ensemble across {len(args.run_dirs)} runs: test error {res['test_error']:.2f}%, "
           f"{res['params']:,} parameters")
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and not args.force:
-            raise RunDirError(f"{out} already exists; pick another --out or pass --force")
+    if out is not None:
         out.write_text(json.dumps(res, indent=1))
     return 0
 
