@@ -48,7 +48,7 @@ from .augment import (
     normalizer,
     to_float,
 )
-from .config import check_training
+from .config import TRAIN_STEPS, check_training
 from .device import auto_settings, resolve_device, side_stream, speed_settings
 from .errors import ConfigError, DataError, TrainingError
 
@@ -175,9 +175,6 @@ def _num_outputs(model: nn.Module) -> int | None:
     return arch.channels(arch.output) if arch is not None and hasattr(arch, "output") else None
 
 
-STEPS = ("eager", "cuda_graph", "compile")   # how fit runs a training step (module docstring)
-
-
 def _settings(config: TrainConfig, device: torch.device, step: str = "eager") -> dict:
     auto = auto_settings(device)
     s = {"device": str(device),
@@ -189,8 +186,8 @@ def _settings(config: TrainConfig, device: torch.device, step: str = "eager") ->
         raise ConfigError(f"bf16=True but {device} does not support bfloat16; set bf16=False")
     if device.type != "cpu" and config.threads is None:
         s["threads"] = None
-    if step not in STEPS:
-        raise ConfigError(f"step must be one of {', '.join(STEPS)}, got {step!r}")
+    if step not in TRAIN_STEPS:
+        raise ConfigError(f"step must be one of {', '.join(TRAIN_STEPS)}, got {step!r}")
     s["step"] = "static" if step == "cuda_graph" and device.type != "cuda" else step
     return s
 
@@ -252,6 +249,29 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
     opt = torch.optim.SGD(model.parameters(), lr=config.lr(0, total), momentum=config.momentum,
                           nesterov=config.nesterov, weight_decay=config.weight_decay)
     model.train()
+
+    def step(lr: float, xb: torch.Tensor, yb: torch.Tensor):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s["bf16"]):
+            logits = net(to_float(xb, scale, shift, s["channels_last"]))
+        loss = F.cross_entropy(logits.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach(), logits.detach().argmax(1)
+
+    return _epochs(x, y, epochs, batch, config, gen, pad, callback, step)
+
+
+def _epochs(x, y, epochs: int, batch: int, config: TrainConfig, gen, pad, callback, step
+            ) -> list[EpochRecord]:
+    """The epoch loop every step mode shares: `step(lr, images, labels)` trains one batch and
+    returns (loss, predictions) as device tensors; nothing waits for the device before the
+    epoch's end."""
+    dev, n = x.device, len(x)
+    steps = n // batch
+    total = epochs * steps
     records = []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
@@ -259,16 +279,7 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
         losses = torch.zeros(steps, device=dev)
         preds = torch.empty(steps, batch, dtype=torch.int64, device=dev)
         for i, xb, yb in _epoch_batches(x, y, order, batch, pad, gen):
-            for group in opt.param_groups:
-                group["lr"] = config.lr((epoch - 1) * steps + i, total)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s["bf16"]):
-                logits = net(to_float(xb, scale, shift, s["channels_last"]))
-            loss = F.cross_entropy(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses[i] = loss.detach()
-            torch.argmax(logits.detach(), 1, out=preds[i])
+            losses[i], preds[i] = step(config.lr((epoch - 1) * steps + i, total), xb, yb)
         _check_finite(losses, epoch, steps)
         accuracy = float((preds.view(-1) == y[order]).float().mean())
         rec = EpochRecord(epoch, float(losses.mean()), accuracy, config.lr(epoch * steps, total),
@@ -377,41 +388,25 @@ class _StaticStep:
 def _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad, callback
                 ) -> list[EpochRecord]:
     """_run with a _StaticStep (captured as a CUDA graph when s["step"] is "cuda_graph")."""
-    dev, n = x.device, len(x)
-    steps = n // batch
-    total = epochs * steps
+    dev = x.device
     if epochs == 0:
         return []
     model.train()
     t_setup = time.perf_counter()
     step = _StaticStep(model, config, s, batch, tuple(x.shape[1:]), scale, shift, dev)
-    records = []
+
+    def train_step(lr: float, xb: torch.Tensor, yb: torch.Tensor):
+        step.set_lr(lr)
+        return step(xb, yb)
+
     try:
         if s["step"] == "cuda_graph":
             step.capture(x[:batch], y[:batch])
             torch.cuda.current_stream(dev).synchronize()
         s["setup_seconds"] = time.perf_counter() - t_setup
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            order = torch.randperm(n, generator=gen, device=dev)[: steps * batch]
-            losses = torch.zeros(steps, device=dev)
-            preds = torch.empty(steps, batch, dtype=torch.int64, device=dev)
-            for i, xb, yb in _epoch_batches(x, y, order, batch, pad, gen):
-                step.set_lr(config.lr((epoch - 1) * steps + i, total))
-                loss, pred = step(xb, yb)
-                losses[i].copy_(loss)
-                preds[i].copy_(pred)
-            _check_finite(losses, epoch, steps)
-            accuracy = float((preds.view(-1) == y[order]).float().mean())
-            rec = EpochRecord(epoch, float(losses.mean()), accuracy,
-                              config.lr(epoch * steps, total), time.perf_counter() - t0,
-                              steps * batch)
-            records.append(rec)
-            if callback is not None:
-                callback(rec)
+        return _epochs(x, y, epochs, batch, config, gen, pad, callback, train_step)
     finally:
         step.release()
-    return records
 
 
 def _epoch_batches(x, y, order, batch: int, pad: int | None, gen):
