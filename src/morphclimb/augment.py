@@ -88,15 +88,11 @@ def normalizer(mean: Sequence[float], std: Sequence[float], channels: int,
 
 
 def to_float(x_uint8: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-             channels_last: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Normalised float32 batch ((x/255 - mean)/std) in the requested memory format.
-
-    With `out` (float32, the batch's shape) the result is written there instead.
-    """
-    if out is None:
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        out = torch.empty(x_uint8.shape, dtype=torch.float32, device=x_uint8.device,
-                          memory_format=fmt)
+             channels_last: bool = False) -> torch.Tensor:
+    """Normalised float32 batch ((x/255 - mean)/std) in the requested memory format."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty(x_uint8.shape, dtype=torch.float32, device=x_uint8.device,
+                      memory_format=fmt)
     torch.mul(x_uint8, scale, out=out)
     return out.sub_(shift)
 
@@ -128,6 +124,10 @@ def labels_to_device(y, n: int, device: torch.device | str,
                      classes: int | None = None) -> torch.Tensor:
     """n integer labels (in 0..classes-1 when classes is given) as int64 on `device`."""
     check_labels(y, n, classes)
+    return _labels(y, device)
+
+
+def _labels(y: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64, copy=False)).to(device)
 
 
@@ -211,7 +211,7 @@ def device_labels(y, n: int, device: torch.device | str,
     """
     check_labels(y, n, classes)
     dev = torch.device(device)
-    return _cached("y", y, dev, lambda: torch.from_numpy(y.astype(np.int64, copy=False)).to(dev))
+    return _cached("y", y, dev, lambda: _labels(y, dev))
 
 
 def clear_device_cache() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .build import build
 from .errors import RunDirError
-from .events import FINAL, check_model_id
+from .events import FINAL
 from .journal import RunDir
 from .results import collect_results
 
@@ -38,10 +38,7 @@ def evaluate_run(run_dir: str | Path, model_id: str | None = None, part: str = "
     from .nash import run_config
     from .train import evaluate
     run = RunDir.open(run_dir)
-    model_id = check_model_id(model_id or run.state().chosen_model(run.config()), "--model")
-    if not run.model_dir(model_id).is_dir():
-        known = sorted(p.name for p in (run.path / "models").glob("*"))
-        raise RunDirError(f"{run_dir} has no model {model_id!r}; it has {', '.join(known)}")
+    model_id = run.pick_model(model_id)
     cfg = run_config(run)
     _, split = load_split(cfg)
     arch, w = run.load_model(model_id)
@@ -55,8 +52,7 @@ def show_arch(run_dir: str | Path, model_id: str | None = None) -> str:
     """The architecture JSON of one of a run's models (default: the run's model), the format
     `search --start` reads."""
     run = RunDir.open(run_dir)
-    model_id = model_id or run.state().chosen_model(run.config())
-    return json.dumps(run.load_arch(check_model_id(model_id, "--arch")).to_dict(), indent=1)
+    return json.dumps(run.load_arch(run.pick_model(model_id, "--arch")).to_dict(), indent=1)
 
 
 def show_run(run_dir: str | Path, as_json: bool = False) -> str:

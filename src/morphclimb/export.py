@@ -19,7 +19,6 @@ from torch import nn
 from .augment import normalizer
 from .build import build
 from .errors import ConfigError, RunDirError
-from .events import check_model_id
 from .journal import RunDir, no_link
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -53,12 +52,7 @@ def member_ids(run: RunDir, model: str | None = None, ensemble: str | None = Non
     """The model ids to export: one model (default: the run's model, `final` unless
     final_model=retrain), or the members of the run's snapshot ensemble."""
     if ensemble is None:
-        model = model or run.state().chosen_model(run.config())
-        check_model_id(model, "--model")
-        if not run.model_dir(model).is_dir():
-            known = sorted(p.name for p in (run.path / "models").glob("*"))
-            raise RunDirError(f"{run.path} has no model {model!r}; it has {', '.join(known)}")
-        return [model]
+        return [run.pick_model(model)]
     if ensemble != "snapshot":
         raise ConfigError(f"unknown ensemble {ensemble!r}; the only one is 'snapshot'")
     rec = run.state().ensemble("snapshot")

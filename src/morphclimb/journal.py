@@ -250,6 +250,16 @@ class RunDir:
             no_link(p)
         return d
 
+    def pick_model(self, model_id: str | None = None, where: str = "--model") -> str:
+        """`model_id` checked to be a model of this run; None: the run's model (`final`, or
+        `retrain` with final_model=retrain). RunDirError naming the models it has otherwise."""
+        model_id = check_model_id(model_id or self.state().chosen_model(self.config()), where)
+        if not self.model_dir(model_id).is_dir():
+            known = sorted(p.name for p in (self.path / MODELS).glob("*"))
+            raise RunDirError(f"{self.path} has no model {model_id!r}; it has "
+                              f"{', '.join(known)}")
+        return model_id
+
     def save_model(self, model_id: str, arch: Arch, weights: dict[str, torch.Tensor]) -> str:
         """Checkpoint a model; returns its path relative to the run directory."""
         save_checkpoint(self.model_dir(model_id), arch, weights, {"model": model_id})

@@ -22,7 +22,6 @@ import numpy as np
 
 from .data.folder import EXTENSIONS as FOLDER_EXTENSIONS  # what folders are searched for
 from .errors import ConfigError, DataError, RunDirError
-from .events import check_model_id
 
 OUT_FORMATS = (".csv", ".json")
 
@@ -130,8 +129,6 @@ def predict(run_dir: str | Path, inputs: list[str | Path], *, model: str | None 
     from .journal import RunDir
     from .nash import run_config
     run = RunDir.open(run_dir)
-    if model is not None:
-        check_model_id(model, "--model")
     members = member_ids(run, model, ensemble)
     paths = image_files(inputs)
     meta = export_meta(run, members)
