@@ -259,10 +259,7 @@ class Climber:
                 return None
             done = self.state.rungs.get((i, r))
             if done is None:
-                ok = sorted((recs[t.model_id] for t in stage
-                             if recs[t.model_id]["event"] == Event.MODEL_TRAINED),
-                            key=lambda rec: (-rec["val_accuracy"], rec["val_loss"],
-                                             rec.get("role") != "incumbent", rec["child"]))
+                ok = ranked(i, [recs[t.model_id] for t in stage])
                 keep = max(1, math.ceil(len(stage) / self.c.eta))
                 kept = [rec["model"] for rec in ok[:keep]]
                 done = self.log({
@@ -396,16 +393,7 @@ class Climber:
             raise TrainingError(f"step {i}: every candidate failed (first: "
                                 f"{first.splitlines()[0] if first else 'no reason'}); "
                                 f"{RETRY_HINT}")
-        incumbent = next((r for r in ok if incumbent_id(i) in (r["model"], r.get("candidate"))),
-                         None)
-
-        def score(r):
-            return (r["val_accuracy"], -r["val_loss"])
-
-        children = [r for r in ok if r is not incumbent]
-        winner = max(children, key=score, default=incumbent)
-        if incumbent is not None and score(incumbent) >= score(winner):
-            winner = incumbent
+        winner = ranked(i, ok)[0]
         self.log({"event": Event.STEP_DECIDED, "step": i, "best": winner["model"],
                   "previous": best["model"], "val_accuracy": winner["val_accuracy"],
                   "params": winner["params"],
@@ -478,6 +466,18 @@ class Climber:
         if again:
             self.log({"event": Event.FAILURES_RETRIED, "models": again, "changes": changes})
         return again
+
+
+def ranked(i: int, recs: list[dict]) -> list[dict]:
+    """Step i's trained candidates, best first: highest validation accuracy, then lowest
+    validation loss; on a tie the incumbent (the current best stays unless beaten), then the
+    earlier child. Failed ones are left out. Both a step's decision and halving's cuts use it."""
+    def key(pos_rec):
+        pos, r = pos_rec
+        incumbent = incumbent_id(i) in (r["model"], r.get("candidate"))
+        return (-r["val_accuracy"], r["val_loss"], not incumbent, pos)
+    ok = [(pos, r) for pos, r in enumerate(recs) if r["event"] == Event.MODEL_TRAINED]
+    return [r for _, r in sorted(ok, key=key)]
 
 
 MAX_DRAWS = 50   # draws of morphisms per child before it is given up
