@@ -82,12 +82,18 @@ VARIANTS = {
     # ... with 16 children: 16 x 1 + 8 x 1 + 4 x 2 = 32 candidate-epochs, NASH's cost
     "halving3x16": ("n_steps=3, n_neigh=16, halving rungs 1+1+2, eta 2",
                     {"n_neigh": 16, "rungs": (1, 1, 2), "eta": 2}),
+    # issue 19: the paper's share of final epochs within the small scale's 22 in total
+    # (4 + 3 x 2 + 12: 55% final, against 4 + 3 x 4 + 6: 27%)
+    "share55": ("n_steps=3, n_neigh=8, 2 epochs per child, 12 final",
+                {"epoch_neigh": 2, "epoch_final": 12}),
 }
 DEFAULT_VARIANTS = {"full": ["nash", "nosgdr", "random"],
                     "small": ["nash", "halving", "halving16", "random"]}
 RETRAIN_VARIANTS = ("nash", "halving")   # retrained from scratch with --retrain (Table 2)
 # config keys a variant may set, with SearchConfig's defaults (a run must match its variant)
-VARIANT_KEYS = {"n_neigh": None, "sgdr_climb": True, "rungs": [], "eta": 3}
+VARIANT_KEYS = {"n_neigh": None, "sgdr_climb": True, "rungs": [], "eta": 3,
+                "epoch_neigh": None, "epoch_final": None}
+SCALE_KEYS = ("n_neigh", "epoch_neigh", "epoch_final")   # variant keys the scale sets
 
 
 def dataset_path(arg: str | None) -> str:
@@ -156,9 +162,10 @@ def check_scale(run_dir: Path, cfg: dict, variant: str | None = None) -> None:
     """Stop if a run under --out was made at another SCALE (it must not mix into the table),
     or, given its variant, with other variant settings (n_neigh, SGDR, rungs, eta)."""
     stale = {k: (cfg.get(k), v) for k, v in SCALE.items()
-             if k != "n_neigh" and cfg.get(k) != _plain(v)}
+             if k not in VARIANT_KEYS and cfg.get(k) != _plain(v)}
     if variant is not None:
-        want = {**VARIANT_KEYS, "n_neigh": SCALE["n_neigh"], **VARIANTS[variant][1]}
+        want = {**VARIANT_KEYS, **{k: SCALE[k] for k in SCALE_KEYS},
+                **VARIANTS[variant][1]}
         if not want["rungs"]:
             del want["eta"]        # eta means nothing without rungs (and older runs lack it)
         for k, v in want.items():

@@ -47,6 +47,10 @@ class SearchConfig:
     retrain: bool = False             # retrain the found architecture from scratch (Table 2)
     baseline: bool = False            # train model_0 for the same total epochs, for comparison
     final_model: str = "search"       # "retrain": the run's model is the retrained one
+    # the final training (on train + validation) of the climb's winner
+    final_shrink: float = 1.0         # shrink and perturb first (Ash & Adams 2020): the
+    final_perturb: float = 0.0        # weights become shrink * w + perturb * fresh init
+    final_lr: float | None = None     # its SGDR cycle's starting lr (None: lr_start)
     # training
     batch_size: int = 128
     momentum: float = 0.9
@@ -258,6 +262,14 @@ def check(c: SearchConfig) -> None:
         v = getattr(c, key)
         if v is not None and (not math.isfinite(v) or v <= 0):
             raise ConfigError(f"{key} must be a positive number, got {v}")
+    if not (_finite(c.final_shrink) and 0 < c.final_shrink <= 1):
+        raise ConfigError(f"final_shrink must be in (0, 1], got {c.final_shrink}")
+    if not (_finite(c.final_perturb) and c.final_perturb >= 0):
+        raise ConfigError(f"final_perturb must be a finite number >= 0, got {c.final_perturb}")
+    if c.final_lr is not None and not (_finite(c.final_lr) and c.final_lr >= c.lr_end
+                                       and c.final_lr > 0):
+        raise ConfigError(f"final_lr must be a finite number > 0 and >= lr_end ({c.lr_end}), "
+                          f"got {c.final_lr}")
     if c.max_params is not None and c.max_params < 1:
         raise ConfigError(f"max_params must be >= 1, got {c.max_params}")
     if c.start_weights is not None and c.start is None:

@@ -38,6 +38,7 @@ from .spec import Arch
 from .startpoint import load_start
 from .state import RunState
 from .train import TrainConfig
+from .warmstart import shrink_perturb
 from .worker import TrainOutcome, TrainTask
 
 __all__ = ["Climber", "SearchResult", "attach", "hill_climb", "load_split", "resume", "search"]
@@ -75,6 +76,13 @@ RESUME_KEYS = (*TRAIN_KEYS, "train_step")   # training settings resume may chang
 def train_config(c: SearchConfig, sgdr: bool = True) -> TrainConfig:
     """The trainer settings of a search config (SGDR on unless asked otherwise)."""
     return TrainConfig(**{k: getattr(c, k) for k in TRAIN_KEYS}, sgdr=sgdr)
+
+
+def final_weights(c: SearchConfig, arch: Arch, weights: dict) -> dict:
+    """The winner's weights as its final training starts: shrunk and perturbed when the
+    config asks (final_shrink, final_perturb; the fresh weights seeded from the run seed)."""
+    return shrink_perturb(arch, weights, c.final_shrink, c.final_perturb,
+                          derive_seed(c.seed, "perturb", FINAL))
 
 
 def probe_batch(split, size: int, seed: int) -> torch.Tensor | None:
@@ -161,7 +169,12 @@ class Climber:
 
     def train_one(self, model_id: str, arch: Arch, weights, epochs: int, **kw) -> dict:
         """Train a single model (or fetch it from the journal); raise if it failed."""
-        rec = self.train_all([self.task(model_id, arch, weights, epochs, **kw)])[model_id]
+        return self.train_task(self.task(model_id, arch, weights, epochs, **kw))
+
+    def train_task(self, task: TrainTask) -> dict:
+        """Train one task (or fetch it from the journal); raise if it failed."""
+        model_id = task.model_id
+        rec = self.train_all([task])[model_id]
         if rec["event"] != Event.MODEL_TRAINED:
             raise TrainingError(f"training {model_id} failed: "
                                 f"{(rec.get('reason') or '').splitlines()[0]}; {RETRY_HINT}")
@@ -403,9 +416,13 @@ class Climber:
     def finish(self, best: dict) -> dict:
         """Final training on train + validation, then the one evaluation on the test set."""
         arch, w = self.run.load_model(best["model"])
-        return self.train_one(FINAL, arch, w, self.c.epoch_final, part="train_full",
-                              eval_part="test", role="final", parent=best["model"],
-                              lineage=best.get("lineage", 0))
+        task = self.task(FINAL, arch, final_weights(self.c, arch, w), self.c.epoch_final,
+                         part="train_full", eval_part="test", role="final",
+                         parent=best["model"], lineage=best.get("lineage", 0))
+        if self.c.final_lr is not None:
+            task = dataclasses.replace(task, config=dataclasses.replace(
+                task.config, lr_start=self.c.final_lr))
+        return self.train_task(task)
 
     def climb(self) -> dict:
         """Run (or resume) Algorithm 1 up to and including the final training."""
