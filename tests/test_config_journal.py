@@ -38,7 +38,7 @@ def test_override_order_and_types(tmp_path):
     (["n_neigh=0"], "n_neigh must be >= 1"),
     (["epoch_final=-2"], "epoch_final must be >= 0"),
     (["lr_end=1"], "must not exceed lr_start"),
-    (["bogus=1"], "unknown config key(s) bogus; known keys:"),
+    (["bogus=1"], "unknown config key 'bogus' (`morphclimb search --help` lists the keys)"),
     (["n_steps=2.5"], "n_steps: expected int"),
     (["widths=[1,2]"], "widths must be three"),
     (["executor=slurm"], "executor must be one of"),

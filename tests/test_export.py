@@ -67,9 +67,9 @@ def test_export_cli_and_errors(finished_run, tmp_path, capsys):  # noqa: F811
     assert main(["export", str(finished_run), "--format", "onnx", "--out", str(out)]) == 0
     assert out.is_file() and "uint8" in capsys.readouterr().out
     assert main(["export", str(finished_run), "--format", "onnx", "--model", "nope"]) == 2
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unknown export format 'pickle'"):
         export_run(finished_run, "pickle")
-    with pytest.raises(RunDirError):
+    with pytest.raises(RunDirError, match="not a morphclimb run directory"):
         export_run(tmp_path, "onnx")
     run2 = tmp_path / "copy"
     run2.mkdir()

@@ -4,6 +4,7 @@ benchmarks/gpu.py end to end in its --smoke mode. GPU-only checks skip without C
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib.util
 import io
@@ -24,6 +25,7 @@ from morphclimb import build, starting_arch, weights_of
 from morphclimb.data import ImageData, load_dataset
 from morphclimb.data.archive import archive_to_npz
 from morphclimb.data.folder import load_folder
+from morphclimb.errors import ConfigError, DataError
 from morphclimb.executors import SerialExecutor
 from morphclimb.flops import flops_by_op, forward_flops, training_flops
 from morphclimb.morphisms import apply_random_morphisms
@@ -104,7 +106,7 @@ def test_device_cache_reuses_tensors_per_array_and_forgets_dead_arrays(monkeypat
     del other
     gc.collect()
     assert augment.cached_entries() == 2      # the dead array's entry went with it
-    with pytest.raises(Exception, match="labels must lie"):
+    with pytest.raises(DataError, match="labels must lie in 0..2"):
         augment.device_labels(y, 6, "cpu", classes=3)   # checked on every call, cached or not
     assert augment.clear_device_cache() == 2 and augment.cached_entries() == 0
 
@@ -191,9 +193,154 @@ def test_stream_executor_failures_become_outcomes_and_stops_cleanly(split):
     assert threading.active_count() == before       # every slot thread joined
 
 
+def test_stream_executor_keeps_its_slot_threads_for_its_life(split, monkeypatch):
+    import morphclimb.parallel.streams as streams
+    seen: list[list[threading.Thread]] = [[], []]
+    run = [0]
+
+    def spy(task, *args, **kwargs):
+        seen[run[0]].append(threading.current_thread())
+        return streams_run_isolated(task, *args, **kwargs)
+
+    streams_run_isolated = streams.run_isolated
+    monkeypatch.setattr(streams, "run_isolated", spy)
+    before = threading.active_count()
+    tasks = step_tasks(children=3, epochs=1)
+    with StreamExecutor(split, "cpu", concurrency=2, threads=1) as ex:
+        first = ex.run(tasks)
+        started = ex.threads_started
+        run[0] = 1
+        again = ex.run(tasks)
+        assert threading.active_count() == before + 2     # no new threads for the 2nd run
+    assert len(started) == 2 and all(not t.is_alive() for t in started)   # closed: ended
+    assert threading.active_count() == before
+    assert {id(t) for t in seen[1]} <= {id(t) for t in started}          # the same threads
+    assert all(t in started for t in seen[0])
+    for a, b in zip(first, again, strict=True):
+        _same(a, b)
+    with pytest.raises(RuntimeError, match="closed"):
+        ex.run(tasks)
+
+
+def test_streams_with_compile_is_refused_at_config_check(split, tmp_path, capsys):
+    from morphclimb.cli import main
+    from morphclimb.config import resolve
+    with pytest.raises(ConfigError, match="torch.compile is not thread-safe"):
+        resolve("demo", overrides={"executor": "streams", "train_step": "compile"})
+    resolve("demo", overrides={"executor": "serial", "train_step": "compile"})   # fine
+    out = tmp_path / "run"
+    assert main(["search", "--executor", "streams", "--set", "train_step=compile",
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "thread-safe" in err and not out.exists()
+    task = dataclasses.replace(step_tasks(children=1, epochs=1)[0], step="compile")
+    with StreamExecutor(split, "cpu", concurrency=2, threads=1) as ex:
+        with pytest.raises(ConfigError, match="train_step=compile"):
+            ex.run([task])
+        assert ex.threads_started == []          # refused before anything started
+
+
+@pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
+def test_search_on_cuda_without_one_fails_at_once(tmp_path, capsys, monkeypatch):
+    import morphclimb.nash as nash
+    from morphclimb.cli import main
+    monkeypatch.setattr(nash, "load_split", lambda *a, **k: pytest.fail("loaded the data"))
+    out = tmp_path / "run"
+    assert main(["search", "--device", "cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device" in err and not out.exists()
+
+
+def test_default_execution_is_streams_with_graphs_on_cuda_and_unchanged_on_cpu(monkeypatch,
+                                                                                split):
+    import morphclimb.device as device
+    from morphclimb.config import SearchConfig
+    from morphclimb.executors import auto_executor, make_executor
+    c = SearchConfig()
+    assert (c.executor, c.train_step) == ("auto", "auto")
+    assert auto_executor(c, "cpu") == "serial"
+    assert isinstance(make_executor(c, split, torch.device("cpu")), SerialExecutor)
+    net = build(*grown(1))
+    res = fit(net, split.train, epochs=1, config=CPU_FAST, mean=split.mean, std=split.std,
+              seed=0, step="auto")
+    assert res.settings["step"] == "eager"               # CPU: today's step
+    monkeypatch.setattr(device, "resolve_device", lambda spec=None: torch.device("cuda"))
+    assert auto_executor(c, "cuda") == "streams"
+    assert auto_executor(c.replace(train_step="compile"), "cuda") == "serial"
+    assert auto_executor(c.replace(executor="local"), "cuda") == "local"
+
+
+def test_cudnn_benchmark_is_a_setting_and_on_while_any_block_wants_it():
+    from morphclimb.device import speed_settings
+    from morphclimb.train import _settings
+    cuda = torch.device("cuda")
+    assert _settings(TrainConfig(), cuda)["cudnn_benchmark"] is True          # default on
+    assert _settings(TrainConfig(cudnn_benchmark=False), cuda)["cudnn_benchmark"] is False
+    assert "cudnn_benchmark" not in _settings(TrainConfig(), torch.device("cpu"))
+    with pytest.raises(Exception, match="cudnn_benchmark"):
+        TrainConfig(cudnn_benchmark="yes")
+    flag = torch.backends.cudnn
+    before = flag.benchmark
+    try:
+        flag.benchmark = True
+        with speed_settings(cuda, None, cudnn_benchmark=False):
+            assert flag.benchmark is False
+            with speed_settings(cuda, None, cudnn_benchmark=True):   # another slot's fit
+                assert flag.benchmark is True
+            assert flag.benchmark is False
+        assert flag.benchmark is True                                  # restored
+    finally:
+        flag.benchmark = before
+
+
+def _eval_dtypes(model):
+    """Record the dtype and memory format of the first convolution's input in eval mode."""
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+    def hook(mod, args, out):
+        if not mod.training:
+            seen.append((out.dtype, args[0].is_contiguous(memory_format=torch.channels_last)))
+    conv.register_forward_hook(hook)
+    return seen
+
+
+def test_evaluation_runs_in_the_training_precision_and_layout(split, monkeypatch):
+    import morphclimb.worker as worker
+    from morphclimb.train import eval_settings
+    both = TrainConfig(bf16=True, channels_last=True)
+    assert eval_settings(both, "cuda") == {"bf16": True, "channels_last": True}
+    assert eval_settings(TrainConfig(bf16=False, channels_last=False), "cuda:0") == {
+        "bf16": False, "channels_last": False}
+    assert eval_settings(both, "cpu") == {"bf16": False, "channels_last": False}  # CPU: fp32
+    net = build(*grown(2))
+    seen = _eval_dtypes(net)
+    ref = evaluate(net, split.val, mean=split.mean, std=split.std)
+    low = evaluate(net, split.val, mean=split.mean, std=split.std, bf16=True,
+                   channels_last=True)
+    assert seen == [(torch.float32, False), (torch.bfloat16, True)]
+    assert all(p.is_contiguous() for p in net.parameters())   # layout restored afterwards
+    assert not any(p.is_inference() for p in net.parameters())   # ... and still trainable
+    fit(net, split.train, epochs=1, config=CPU_FAST, mean=split.mean, std=split.std, seed=0)
+    assert abs(low.accuracy - ref.accuracy) < 0.1
+    # run_task evaluates with eval_settings(task's config, device)
+    built = []
+    monkeypatch.setattr(worker, "eval_settings", lambda config, dev: {"bf16": True,
+                                                                      "channels_last": True})
+    real_build = worker.build
+
+    def spy_build(*a, **k):
+        built.append(real_build(*a, **k))
+        built.append(_eval_dtypes(built[-1]))
+        return built[-2]
+    monkeypatch.setattr(worker, "build", spy_build)
+    out = worker.run_task(step_tasks(children=1, epochs=1)[0], split, "cpu")
+    assert out.ok and built[1] == [(torch.bfloat16, True)]
+
+
 def test_slot_devices():
     assert slot_devices(torch.device("cpu"), 3) == ["cpu"] * 3
-    with pytest.raises(Exception, match="concurrency"):
+    with pytest.raises(ConfigError, match="concurrency must be a positive integer, got 0"):
         slot_devices(torch.device("cpu"), 0)
 
 
@@ -214,7 +361,7 @@ def test_graph_ready_step_trains_like_eager_on_cpu(split):
                                rtol=1e-4)
     for k in weights:
         torch.testing.assert_close(weights[k], ref_w[k], rtol=1e-4, atol=1e-5)
-    with pytest.raises(Exception, match="step must be one of"):
+    with pytest.raises(ConfigError, match="step must be one of .*got 'fast'"):
         fit(build(arch, w), split.train, epochs=1, config=CPU_FAST, mean=split.mean,
             std=split.std, seed=0, step="fast")
 
@@ -231,13 +378,20 @@ def _tree(root: Path, classes=("b", "a"), n=3, test=True) -> None:
                 img.save(d / f"{i:03d}.{'png' if i % 2 else 'jpg'}")
 
 
-def test_archive_decodes_like_the_folder_tree(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_archive_decodes_like_the_folder_tree(tmp_path, monkeypatch, workers):
+    import morphclimb.data.archive as archive_mod
+    pools = []
+    context = archive_mod._context
+    monkeypatch.setattr(archive_mod, "CHUNK", 2)      # small chunks: the pool takes this tree
+    monkeypatch.setattr(archive_mod, "_context", lambda: pools.append(1) or context())
     top = tmp_path / "tree" / "set"
     _tree(top)
     archive = tmp_path / "set.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(top, arcname="set")
-    npz = archive_to_npz(archive)
+    npz = archive_to_npz(archive, workers=workers)
+    assert len(pools) == (workers > 1)                # decoded in worker processes
     assert npz == tmp_path / "set.npz"
     a, b = load_dataset(str(npz)), load_folder(top)
     assert a.classes == b.classes == ("a", "b")
@@ -258,10 +412,23 @@ def test_archive_errors(tmp_path):
         info = tarfile.TarInfo("readme.txt")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
-    with pytest.raises(Exception, match="no images under train"):
+    with pytest.raises(DataError, match="no images under train/<class>/"):
         archive_to_npz(archive)
-    with pytest.raises(Exception, match="no such archive"):
+    with pytest.raises(DataError, match="no such archive: .*missing.tar.gz"):
         archive_to_npz(tmp_path / "missing.tar.gz")
+
+
+def test_archive_bad_image_named_from_a_worker_process(tmp_path, monkeypatch):
+    import morphclimb.data.archive as archive_mod
+    monkeypatch.setattr(archive_mod, "CHUNK", 2)
+    top = tmp_path / "tree" / "set"
+    _tree(top, test=False)
+    (top / "train" / "a" / "001.png").write_bytes(b"not an image")
+    archive = tmp_path / "bad.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(top, arcname="set")
+    with pytest.raises(DataError, match="cannot decode image .*bad.tar:set/train/a/001.png"):
+        archive_mod.decode_archive(archive, workers=2)
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -273,8 +440,22 @@ def _gpu_module():
     return mod
 
 
-def test_gpu_benchmark_smoke_end_to_end_then_resume(tmp_path, capsys):
+def test_gpu_benchmark_smoke_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     gpu = _gpu_module()
+    saves, copies = [], []
+    save, copy = gpu.Report.save, gpu.copy_journal
+
+    def spy_save(self):
+        name = self.data["in_progress"]
+        saves.append((name, len(self.data["sections"].get(name) or []) if name else None))
+        save(self)
+
+    def spy_copy(run_dir, out):
+        copies.append(run_dir)
+        copy(run_dir, out)
+
+    monkeypatch.setattr(gpu.Report, "save", spy_save)
+    monkeypatch.setattr(gpu, "copy_journal", spy_copy)
     out = tmp_path / "out"
     common = ["--smoke", "--out", str(out), "--no-processes", "--search-executor", "streams2"]
     assert gpu.main(common + ["--search-seconds", "0"]) == 0   # stops at the first epoch
@@ -285,26 +466,76 @@ def test_gpu_benchmark_smoke_end_to_end_then_resume(tmp_path, capsys):
     assert {r["network"] for r in rows} == {"model_0", "+10 morphisms", "+25 morphisms"}
     assert all(r["img_s"] > 0 and r["tflop_s"] > 0 for r in rows), rows
     assert {r["settings"]["step"] for r in rows} == {"eager", "static"}
+    # results.json was rewritten after every row, not only at the sections' ends
+    assert [n for name, n in saves if name == "2. per-child"] == list(range(1, len(rows) + 1))
     agg = sec["3a. aggregate: a first step"]
-    assert [r["key"] for r in agg] == ["serial", "streams1", "streams2", "graph1", "graph2"]
-    assert all("img_s" in r for r in agg), agg
+    assert [r["key"] for r in agg] == ["serial", "streams1", "streams2", "graph1", "graph2",
+                                       "graph2-nobench"]
+    assert all("img_s_first" in r and "img_s_again" in r for r in agg), agg
     assert agg[1]["max_loss_diff"] == 0.0       # same threads as serial: the same training
+    assert "cudnn.benchmark off" in agg[-1]["config"]
     late = sec["3b. aggregate: a later step"]
-    assert [r["key"] for r in late] == ["serial", "streams2", "graph2"]
-    assert all("img_s" in r for r in late), late
+    assert [r["key"] for r in late["rows"]] == ["serial", "streams2", "graph2"]
+    assert all("img_s_first" in r for r in late["rows"]), late
+    assert late["verdict"]["best"] in {r["key"] for r in agg}
     search = sec["4. search"]
     assert search["status"].startswith("stopped")
     phases = search["prediction"]["phases"]
     assert [p["phase"] for p in phases] == ["pretrain", "step 1", "step 2", "final"]
-    assert all(p["basis"].startswith("predicted") and p["wall_s"] > 0 for p in phases)
-    assert "Whole search" in (out / "results.md").read_text()
+    # every figure is measured or says it is an estimate, and how it was made
+    assert all(p["basis"].startswith("estimate: ") and p["wall_s"] > 0 for p in phases)
+    assert all("making children" in p["basis"] and p["children_s"] > 0
+               for p in phases if p["phase"].startswith("step"))
+    md = (out / "results.md").read_text()
+    assert "Whole search" in md and "estimated as each row says" in md
     assert "## 4. search" in capsys.readouterr().out
+    assert "## 4. search" in (out / "log.txt").read_text()
+    run_dir = out / "search"
+    assert len(copies) > 1      # the journal was copied as it grew, not only at the end
+    assert (out / "search-journal.jsonl").read_bytes() == (run_dir / "journal.jsonl").read_bytes()
 
     assert gpu.main(common + ["--sections", "search"]) == 0   # resumes and finishes
     search = json.loads((out / "results.json").read_text())["sections"]["4. search"]
     assert search["status"] == "finished"
     assert all(p["basis"] == "measured" for p in search["prediction"]["phases"])
     assert {m["role"] for m in search["models"]} == {"pretrain", "child", "incumbent", "final"}
+    assert (out / "search-journal.jsonl").read_bytes() == (run_dir / "journal.jsonl").read_bytes()
+
+
+def test_gpu_benchmark_compile_rows_are_budgeted(tmp_path):
+    gpu = _gpu_module()
+    out = tmp_path / "out"
+    assert gpu.main(["--smoke", "--out", str(out), "--sections", "per-child", "--mechanisms",
+                     "eager,compile", "--compile-estimate", "1e6"]) == 0
+    sections = json.loads((out / "results.json").read_text())["sections"]
+    assert list(sections) == ["2. per-child", "2b. per-child: torch.compile"]
+    assert [r["mechanism"] for r in sections["2. per-child"]] == ["eager"] * 3
+    rows = sections["2b. per-child: torch.compile"]           # after the rest, first network
+    assert [(r["network"], r["mechanism"]) for r in rows] == [("model_0", "compile")]
+    assert "estimate" in rows[0]["skipped"] and "were left" in rows[0]["skipped"]
+
+
+def test_gpu_benchmark_tee_keeps_stderr(tmp_path):
+    gpu = _gpu_module()
+    with gpu.tee_output(tmp_path / "log.txt"):
+        print("to stdout")
+        print("to stderr", file=sys.stderr)
+    with pytest.raises(ZeroDivisionError), gpu.tee_output(tmp_path / "log.txt"):
+        1 / 0   # noqa: B018
+    text = (tmp_path / "log.txt").read_text()
+    assert "to stdout" in text and "to stderr" in text and "ZeroDivisionError" in text
+
+
+@pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("extra", [[], ["--device", "cuda"]])
+def test_gpu_benchmark_without_cuda_fails_at_once(tmp_path, capsys, monkeypatch, extra):
+    gpu = _gpu_module()
+    monkeypatch.setattr(gpu, "load_data", lambda *a: pytest.fail("went on to load data"))
+    out = tmp_path / "out"
+    assert gpu.main(["--out", str(out)] + extra) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gpu.py: error: ") and "CUDA" in err
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------- GPU only
@@ -346,3 +577,76 @@ def test_device_cache_on_gpu_uploads_once(split):
     part = ImageData(split.train.x, split.train.y)
     a = augment.device_images(part.x, "cuda")
     assert augment.device_images(part.x, "cuda") is a and a.is_cuda
+
+
+@needs_cuda
+def test_stream_slots_persist_across_runs_on_gpu(split, monkeypatch):
+    import morphclimb.parallel.streams as streams
+    seen = []
+    real = streams.run_isolated
+
+    def spy(task, *args, **kwargs):
+        seen.append(threading.current_thread())
+        return real(task, *args, **kwargs)
+
+    monkeypatch.setattr(streams, "run_isolated", spy)
+    tasks = step_tasks(TrainConfig(batch_size=32), children=3, epochs=2)
+    with StreamExecutor(split, "cuda", concurrency=2, cuda_graph=True) as ex:
+        first, again = ex.run(tasks), ex.run(tasks)
+        started = ex.threads_started
+    assert all(o.ok for o in first + again), [o.error for o in first + again if not o.ok]
+    assert len(started) == 2 and all(any(t is s for s in started) for t in seen)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_allclose(a.records[-1]["loss"], b.records[-1]["loss"], rtol=0.1)
+
+
+@needs_cuda
+def test_training_settings_on_gpu_cudnn_flag_and_eval_precision(split, monkeypatch):
+    import morphclimb.worker as worker
+    arch, w = grown(3, widths=(16, 32, 32))
+    flags = {}
+    for bench in (None, False):
+        net = build(arch, w)
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        def hook(mod, args, out, b=bench):   # returns None: the output is left alone
+            flags.setdefault(b, torch.backends.cudnn.benchmark)
+        h = conv.register_forward_hook(hook)
+        fit(net, split.train, epochs=1, config=TrainConfig(batch_size=32, cudnn_benchmark=bench),
+            mean=split.mean, std=split.std, seed=0, device="cuda", step="eager")
+        h.remove()
+    assert flags == {None: True, False: False}
+    built = []
+    real_build = worker.build
+
+    def spy_build(*a, **k):
+        built.append(real_build(*a, **k))
+        built.append(_eval_dtypes(built[-1]))
+        return built[-2]
+    monkeypatch.setattr(worker, "build", spy_build)
+    task = TrainTask("m", arch.to_dict(), w, 1, TrainConfig(batch_size=32), seed=0)
+    out = worker.run_task(task, split, "cuda")
+    assert out.ok, out.error
+    assert built[1] == [(torch.bfloat16, True)]      # H100/H200: bf16 + channels_last (auto)
+
+
+@needs_cuda
+def test_default_search_on_gpu_trains_in_stream_slots_with_graphs(tmp_path, monkeypatch):
+    import morphclimb.worker as worker
+    from conftest import TINY
+    from morphclimb.config import SearchConfig
+    from morphclimb.nash import hill_climb
+    steps, threads = [], set()
+    real_fit = worker.fit
+
+    def spy_fit(*a, **k):
+        res = real_fit(*a, **k)
+        steps.append(res.settings["step"])
+        threads.add(threading.current_thread().name)
+        return res
+    monkeypatch.setattr(worker, "fit", spy_fit)
+    data = make_tiny_npz(tmp_path / "tiny.npz")
+    config = SearchConfig(**{**TINY, "dataset": str(data), "device": "cuda", "threads": None})
+    assert (config.executor, config.train_step) == ("auto", "auto")
+    result = hill_climb(config, tmp_path / "run")
+    assert result is not None and steps and set(steps) == {"cuda_graph"}
+    assert all(name.startswith("morphclimb-stream") for name in threads), threads

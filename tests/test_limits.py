@@ -129,7 +129,7 @@ def test_start_from_a_hand_written_arch(tiny_npz, tmp_path, capsys):
 
 @pytest.mark.parametrize("damage, needle", [
     (lambda a: {**a, "output": "nope"}, "nope"),
-    (lambda a: {**a, "nodes": a["nodes"][:3]}, ""),
+    (lambda a: {**a, "nodes": a["nodes"][:3]}, "output 'fc' is not a node id"),
     (lambda a: "not an arch", "must be a JSON object"),
 ])
 def test_bad_start_arch_is_one_line(tiny_npz, tmp_path, capsys, damage, needle):

@@ -190,7 +190,7 @@ def test_killed_search_resumes_to_the_same_result(tiny_npz, tmp_path):
     (["--set", "n_neigh=0"], "n_neigh must be >= 1"),
     (["--set", "epoch_neigh=-1"], "epoch_neigh must be >= 0"),
     (["--set", "lr_start=0.01", "--set", "lr_end=0.1"], "must not exceed lr_start"),
-    (["--set", "n_nieghbours=3"], "unknown config key(s) n_nieghbours"),
+    (["--set", "n_nieghbours=3"], "unknown config key 'n_nieghbours'; did you mean 'n_neigh'?"),
     (["--set", "n_steps=three"], "n_steps: expected int"),
     (["--dataset", "imagenet21k"], "imagenet21k"),
     (["--preset", "table9"], "unknown preset"),
@@ -210,7 +210,7 @@ def test_unwritable_output_directory_exits_2(tmp_path, tiny_npz):
     blocker.write_text("not a directory")
     res = _run_cli(["search", "--dataset", tiny_npz, "--out", str(blocker / "run")], timeout=120)
     assert res.returncode == 2
-    assert "cannot write to output directory" in res.stderr
+    assert f"cannot create run directory {blocker / 'run'}: {blocker} is a file" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 

@@ -188,8 +188,8 @@ def test_errors_are_one_line(folder_run, tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(DataError, match="has no images"):
         predict(run_dir, [empty])
-    with pytest.raises(RunDirError):
+    with pytest.raises(RunDirError, match="not a morphclimb run directory"):
         predict(tmp_path, [originals[0][0]])
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unknown ensemble 'bagging'"):
         predict(run_dir, [originals[0][0]], ensemble="bagging")
     assert sorted(p.name for p in run_dir.rglob("*")) == listing  # nothing written in the run

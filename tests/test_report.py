@@ -198,7 +198,7 @@ def test_fold_and_labels():
 
 
 def test_report_rejects_empty(tmp_path):
-    with pytest.raises(RunDirError):
+    with pytest.raises(RunDirError, match="report needs at least one run directory"):
         build_report([])
-    with pytest.raises(RunDirError):
+    with pytest.raises(RunDirError, match="not a morphclimb run directory"):
         build_report([tmp_path])

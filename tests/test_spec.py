@@ -159,7 +159,8 @@ def every_op() -> Arch:
                  Node("c1", "conv", ("input",), channels=4, kernel=3),
                  Node("b1", "bn", ("c1",)), Node("r1", "relu", ("b1",)),
                  Node("p1", "maxpool", ("r1",), kernel=2),
-                 Node("c2", "conv", ("p1",), channels=4, kernel=1, bias=True),
+                 Node("d1", "dwconv", ("p1",), kernel=3, bias=True),
+                 Node("c2", "conv", ("d1",), channels=4, kernel=1, bias=True),
                  Node("a1", "add", ("p1", "c2", "p1")),
                  Node("cat", "concat", ("a1", "p1")), Node("g", "gap", ("cat",)),
                  Node("fc", "linear", ("g",), channels=5, bias=False)), "fc")
@@ -174,7 +175,8 @@ def test_op_tables_agree_with_the_modules():
     net = mc.build(a, seed=0)
     assert [(k, tuple(v.shape)) for k, v in net.state_dict().items()] == list(
         expected_shapes(a).items())
-    assert sum(p.numel() for p in net.parameters()) == a.num_params == 4 * 27 + 8 + 20 + 3 + 40
+    assert sum(p.numel() for p in net.parameters()) == a.num_params == (
+        4 * 27 + 8 + (4 * 9 + 4) + 20 + 3 + 40)
 
 
 def test_layer_run_computes_what_the_module_computes_in_train_mode():

@@ -290,7 +290,7 @@ def test_flip_only_and_determinism():
     again = random_crop_flip(x, 0, torch.Generator().manual_seed(5))
     other = random_crop_flip(x, 0, torch.Generator().manual_seed(6))
     assert torch.equal(out, again) and not torch.equal(out, other)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"needs a \(B, C, H, W\) batch, got shape \(3, 6"):
         random_crop_flip(x[0], 4, torch.Generator())
 
 
@@ -320,7 +320,7 @@ def test_normalise_and_memory_format():
     std = torch.tensor([0.5, 0.25, 0.2]).view(1, 3, 1, 1)
     torch.testing.assert_close(out, (x.float() / 255 - mean) / std)
     assert out.is_contiguous(memory_format=torch.channels_last)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="std must be positive"):
         normalizer((0.1,), (0.0,), 1, "cpu")
 
 

@@ -69,6 +69,11 @@ LAYERS: dict[str, Layer] = {
         lambda n, ins: nn.Conv2d(ins[0][0], n.channels, n.kernel, padding=n.kernel // 2,
                                  bias=has_bias(n)),
         lambda n, xs, w: F.conv2d(xs[0], w["weight"], w.get("bias"), padding=n.kernel // 2)),
+    "dwconv": Layer(
+        lambda n, ins: nn.Conv2d(ins[0][0], ins[0][0], n.kernel, padding=n.kernel // 2,
+                                 groups=ins[0][0], bias=has_bias(n)),
+        lambda n, xs, w: F.conv2d(xs[0], w["weight"], w.get("bias"), padding=n.kernel // 2,
+                                  groups=xs[0].shape[1])),
     "bn": Layer(
         lambda n, ins: nn.BatchNorm2d(ins[0][0], eps=BN_EPS),
         lambda n, xs, w: F.batch_norm(xs[0], None, None, w["weight"], w["bias"], training=True,

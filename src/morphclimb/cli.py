@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -20,25 +21,32 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="where cifar10/cifar100 files live or are downloaded")
     p.add_argument("--config", help="JSON file of config keys (applied after the preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set n_steps=3 (repeatable); keys: "
+                   help="override one config key, e.g. --set n_steps=3 (repeatable; keys in "
+                   "any case: n_NM is n_nm); keys: "
                    + ", ".join(FIELDS))
     p.add_argument("--seed", type=int, help="run seed (default 0)")
-    p.add_argument("--start", metavar="RUN_DIR|ARCH_JSON", help="climb from another run's "
-                   "final network (with its weights) or from an architecture file such as "
-                   "`show --arch`/`export` write, instead of the paper's model_0")
+    p.add_argument("--start", metavar="RUN_DIR|ARCH_JSON|NAME", help="climb from another "
+                   "run's final network (with its weights), from an architecture file such as "
+                   "`show --arch`/`export` write, or from a known-good network by name "
+                   "(resnet8, resnet20, resnet32, resnet56, resnet20x4: CIFAR ResNets, any "
+                   "resnet<6n+2>[x<width>]; pretrained epoch_pretrain epochs), instead of the "
+                   "paper's model_0")
     p.add_argument("--start-weights", metavar="SAFETENSORS", help="weights for --start "
                    "ARCH_JSON (without them it starts from fresh weights, pretrained)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<time>-s<seed>)")
     p.add_argument("--tensorboard", action="store_true",
-                   help="log training curves to RUN_DIR/tensorboard")
+                   help="log training curves to RUN_DIR/tensorboard (needs "
+                   "pip install 'morphclimb[tensorboard]')")
     _exec_args(p)
 
 
 def _exec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--executor", choices=["serial", "local", "ray", "streams"],
-                   help="where children train: serial (default), local worker processes, ray, "
-                   "streams (threads in this process, one CUDA stream each)")
+    p.add_argument("--executor", choices=["auto", "serial", "local", "ray", "streams"],
+                   help="where children train: auto (default: streams on CUDA, serial "
+                   "elsewhere), serial, local worker processes, ray (pip install "
+                   "'morphclimb[ray]'), streams (threads in this process, one CUDA stream "
+                   "each)")
     p.add_argument("--workers", type=int, help="parallel workers for local/ray executors")
     p.add_argument("--ray-address", help="address of an existing Ray cluster (default: local)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the final result")
@@ -52,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     _search_args(sub.add_parser("search", help="run a search (no options: the demo on the "
                                 "bundled mini CIFAR-10)"))
-    p = sub.add_parser("resume", help="continue a killed search from its run directory")
+    p = sub.add_parser("resume", help="continue a killed search from its run directory "
+                       "(a checkpoint it needs that vanished is trained again, journaled)")
     p.add_argument("run_dir")
     p.add_argument("--retry-failed", action="store_true", help="train again the failed "
                    "trainings of steps not yet decided (journaled; the way forward when every "
@@ -69,10 +78,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the ensemble result as JSON to this file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     _exec_args(p)
-    p = sub.add_parser("evaluate", help="evaluate a run's model on its test or validation set")
+    p = sub.add_parser("evaluate", help="evaluate a run's model on its test or validation set, "
+                       "or on your own labelled images (--data)", description="Accuracy and "
+                       "loss of a run's model on a part of its own dataset (--part, which needs "
+                       "that dataset) or on a labelled folder tree of new images (--data, which "
+                       "does not).")
     p.add_argument("run_dir")
     p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--part", default="test", choices=["test", "val", "train"])
+    p.add_argument("--part", choices=["test", "val", "train"], help="part of the run's own "
+                   "dataset (default test)")
+    p.add_argument("--data", metavar="FOLDER", help="score a labelled folder tree of new images "
+                   "instead: FOLDER/<class>/*.png|jpg|jpeg or FOLDER/test/<class>/*, folder "
+                   "names matched to the run's classes (any subset of them), images read as "
+                   "predict reads them; the run's dataset is not needed")
     p.add_argument("--device")
     p = sub.add_parser("show", help="a run's summary and final architecture")
     p.add_argument("run_dir")
@@ -81,7 +99,11 @@ def parser() -> argparse.ArgumentParser:
                    "architecture JSON of MODEL (default: the run's model), the format --start "
                    "reads")
     p = sub.add_parser("predict", help="top classes of image files (or folders of them) by a "
-                       "run's model or snapshot ensemble")
+                       "run's model or snapshot ensemble", description="Top classes of image "
+                       "files (or folders of them) by a run's model or snapshot ensemble. Only "
+                       "the run directory is read: the class names, image size and "
+                       "normalisation were recorded when the run started, so the run's dataset "
+                       "is not needed.")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--model", help=MODEL_HELP)
@@ -104,7 +126,7 @@ MODEL_HELP = ("model id in the run (default: the run's model: final, or retrain 
 
 
 def _resume_keys() -> list[str]:
-    from .nash import EXEC_KEYS, RESUME_KEYS
+    from .config import EXEC_KEYS, RESUME_KEYS
     return sorted(set(RESUME_KEYS) | set(EXEC_KEYS))
 
 
@@ -115,9 +137,7 @@ def _exec_overrides(args) -> dict:
 
 
 def cmd_search(args) -> int:
-    from .cli_progress import Progress
     from .config import resolve
-    from .nash import hill_climb
     overrides = _exec_overrides(args)
     for key, attr in (("dataset", "dataset"), ("data_root", "data_root"), ("seed", "seed"),
                       ("start", "start"), ("start_weights", "start_weights")):
@@ -125,7 +145,9 @@ def cmd_search(args) -> int:
             overrides[key] = getattr(args, attr)
     if args.tensorboard:
         overrides["tensorboard"] = True
-    cfg = resolve(args.preset, args.config, overrides, args.set)
+    cfg = resolve(args.preset, args.config, overrides, args.set)   # errors before torch loads
+    from .cli_progress import Progress
+    from .nash import hill_climb
     prog = Progress(args.quiet)
     res = hill_climb(cfg, args.out, callback=prog.event, on_epoch=prog.epoch,
                      progress=not args.quiet)
@@ -159,6 +181,9 @@ def _print_result(r: dict) -> None:
                        ("retrain", "found architecture retrained from scratch")):
         if key in r:
             print(f"{label}: test error {r[key]['test_error']:.2f}%")
+    from .results import reference_line
+    if reference_line(r):
+        print(reference_line(r))
     if r.get("model", "final") != "final":
         print(f"the run's model (evaluate, export, predict): {r['model']} (final_model="
               f"{r['config'].get('final_model')})")
@@ -178,26 +203,37 @@ def cmd_extra(args, what: str) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    if len(args.run_dirs) == 1:
-        return cmd_extra(argparse.Namespace(**{**vars(args), "run_dir": args.run_dirs[0]}),
-                         "ensemble")
-    from .device import resolve_device
-    from .ensemble import ensemble_across_runs
+    from .paths import cannot_create, check_creatable
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.force:
-        raise RunDirError(f"{out} already exists; pick another --out or pass --force")
-    res = ensemble_across_runs(args.run_dirs, resolve_device(args.device))
-    print(f"ensemble across {len(args.run_dirs)} runs: test error {res['test_error']:.2f}%, "
-          f"{res['params']:,} parameters")
+    if out is not None:   # checked before the ensemble is computed
+        if out.exists() and not args.force:
+            raise RunDirError(f"{out} already exists; pick another --out or pass --force")
+        check_creatable(out, "ensemble result file")
+    if len(args.run_dirs) == 1:
+        from .cli_progress import Progress
+        from .commands import run_extra
+        r = run_extra(args.run_dirs[0], "ensemble", _exec_overrides(args), Progress(args.quiet))
+        _print_result(r)
+        res = r.get("snapshot_ensemble")
+    else:
+        from .device import resolve_device
+        from .ensemble import ensemble_across_runs
+        res = ensemble_across_runs(args.run_dirs, resolve_device(args.device))
+        print(f"ensemble across {len(args.run_dirs)} runs: test error "
+              f"{res['test_error']:.2f}%, {res['params']:,} parameters")
     if out is not None:
-        out.write_text(json.dumps(res, indent=1))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(res, indent=1))
+        except OSError as e:
+            raise cannot_create("ensemble result file", out, e) from e
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .commands import evaluate_run
-    r = evaluate_run(args.run_dir, args.model, args.part, args.device)
-    print(f"{r['model']} on {args.part} ({r['n']} images): accuracy {100 * r['accuracy']:.2f}%, "
+    r = evaluate_run(args.run_dir, args.model, args.part, args.device, data=args.data)
+    print(f"{r['model']} on {r['on']} ({r['n']} images): accuracy {100 * r['accuracy']:.2f}%, "
           f"error {100 * (1 - r['accuracy']):.2f}%, loss {r['loss']:.4f}")
     return 0
 
@@ -243,13 +279,25 @@ def main(argv: list[str] | None = None) -> int:
     except MorphclimbError as e:
         print(f"morphclimb: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
-    except OSError as e:   # a disk full, a permission denied: the system's own words, one line
-        print(f"morphclimb: error: {e}", file=sys.stderr)
-        return 1
+    except ImportError as e:   # an optional dependency that no check caught: name its extra
+        from .extras import from_import_error
+        missing = from_import_error(e)
+        if missing is None:
+            raise
+        print(f"morphclimb: error: {missing}", file=sys.stderr)
+        return 2
+    except OSError as e:   # the system's own words, one line: a path the user named that
+        print(f"morphclimb: error: {e}", file=sys.stderr)   # cannot be used is a user error
+        return 2 if e.errno in USER_ERRNOS else 1   # (2); a full disk or an I/O error is not
     except KeyboardInterrupt:
         print("morphclimb: interrupted; continue with `morphclimb resume RUN_DIR`",
               file=sys.stderr)
         return 130
+
+
+# errors of a path the user named (permission denied, a file where a folder should be, ...)
+USER_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                         errno.ENOENT, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP})
 
 
 if __name__ == "__main__":

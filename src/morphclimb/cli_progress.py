@@ -74,6 +74,12 @@ class Progress:
             acc = f"{metric.split('_')[0]} acc {100 * e[metric]:.2f}%" if metric else ""
             self.line(f"{e['model']}: {acc}, {e['params']:,} params, "
                       f"{e.get('seconds', 0.0):.1f}s")
+        elif kind is Event.MODEL_RESTORED:
+            self.active.pop(e["model"], None)
+            self._close_bar()
+            self.line(f"{e['model']}: its vanished checkpoint was trained again "
+                      + ("(the same metrics as journaled)" if e["matches"] else
+                         "(metrics differ from the journaled ones: another machine or torch?)"))
         elif kind is Event.CHILD_FAILED:
             self.active.pop(e["model"], None)
             self._close_bar()

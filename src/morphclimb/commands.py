@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .build import build
-from .errors import RunDirError
+from .errors import ConfigError, DataError, RunDirError
 from .events import FINAL
 from .journal import RunDir
-from .results import collect_results
+from .results import collect_results, reference_line
 
 
 def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None) -> dict:
@@ -30,22 +29,54 @@ def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None) ->
     return collect_results(run)
 
 
-def evaluate_run(run_dir: str | Path, model_id: str | None = None, part: str = "test",
-                 device=None) -> dict:
-    """Accuracy and loss of one of a run's models on its train, val or test images."""
-    from .data.load import load_split
+def evaluate_run(run_dir: str | Path, model_id: str | None = None, part: str | None = None,
+                 device=None, data: str | Path | None = None) -> dict:
+    """Accuracy and loss of one of a run's models on its own train, val or test images
+    (`part`, default test), or on a labelled folder tree of new images (`data`:
+    DATA/<class>/*.png|jpg|jpeg or DATA/test/<class>/*, folder names matched to the run's
+    classes, each image read as `predict` reads it; the run's dataset is not needed then)."""
     from .device import resolve_device
     from .nash import run_config
+    from .preprocess import check_fits, check_same_data, from_split, of_run, recorded
     from .train import evaluate
+    if data is not None and part is not None:
+        raise ConfigError("--part picks a part of the run's own dataset and --data names "
+                          "other images to score; give one of them")
     run = RunDir.open(run_dir)
     model_id = run.pick_model(model_id)
     cfg = run_config(run)
-    _, split = load_split(cfg)
     arch, w = run.load_model(model_id)
-    res = evaluate(build(arch, w), getattr(split, part), mean=split.mean, std=split.std,
+    if data is not None:
+        pre = of_run(run)
+        check_fits(arch, pre, f"model {model_id} of {run.path}")
+        from .predict import labelled_images
+        images, _ = labelled_images(data, pre.classes, pre.image_size, pre.channels)
+        on = str(data)
+    else:
+        from .data.load import load_split
+        part = part or "test"
+        if part not in PARTS:
+            raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
+        try:
+            _, split = load_split(cfg)
+        except DataError as e:
+            raise DataError(f"evaluating on the run's {part} images needs its dataset "
+                            f"{cfg.dataset!r}: {str(e).splitlines()[0] if str(e) else e}; "
+                            "score labelled images of your own with --data FOLDER") from e
+        if recorded(run.state().dataset):   # normalise as the run recorded (and trained)
+            pre = of_run(run)
+            check_same_data(pre, split, cfg.dataset)
+        else:
+            pre = from_split(split, source="dataset")
+        images, on = getattr(split, part), part
+    from .build import build
+    res = evaluate(build(arch, w), images, mean=pre.mean, std=pre.std,
                    device=resolve_device(device or cfg.device))
-    return {"model": model_id, "accuracy": float(res.accuracy), "loss": float(res.loss),
-            "n": int(res.n)}
+    return {"model": model_id, "on": on, "accuracy": float(res.accuracy),
+            "loss": float(res.loss), "n": int(res.n)}
+
+
+PARTS = ("test", "val", "train")
 
 
 def show_arch(run_dir: str | Path, model_id: str | None = None) -> str:
@@ -94,6 +125,8 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
     for key in ("baseline", "retrain"):
         if key in r:
             lines.append(f"{key}: test error {r[key]['test_error']:.2f}%")
+    if reference_line(r):
+        lines.append(reference_line(r))
     if "snapshot_ensemble" in r:
         e = r["snapshot_ensemble"]
         lines.append(f"snapshot ensemble: test error {e['test_error']:.2f}%, "

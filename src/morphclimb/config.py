@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from dataclasses import dataclass, fields
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
+from .zoo import NAMES as ZOO_NAMES
+from .zoo import is_zoo_name
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class SearchConfig:
     retrain: bool = False             # retrain the found architecture from scratch (Table 2)
     baseline: bool = False            # train model_0 for the same total epochs, for comparison
     final_model: str = "search"       # "retrain": the run's model is the retrained one
+    reference: str | None = None      # "auto" or a start point (resnet20...): trained alone
+                                      # for the search's wall time, for comparison
     # the final training (on train + validation) of the climb's winner
     final_shrink: float = 1.0         # shrink and perturb first (Ash & Adams 2020): the
     final_perturb: float = 0.0        # weights become shrink * w + perturb * fresh init
@@ -63,11 +68,14 @@ class SearchConfig:
     channels_last: bool | None = None
     threads: int | None = None
     eval_batch_size: int = 1000
-    train_step: str = "eager"         # how a training step runs: eager, cuda_graph, compile
+    train_step: str = "auto"          # how a training step runs: eager, cuda_graph, compile;
+                                      # auto: cuda_graph on CUDA, eager elsewhere
+    cudnn_benchmark: bool | None = None   # CUDA: cuDNN autotuning while training (None: on)
     # execution
     seed: int = 0
     device: str = "auto"
-    executor: str = "serial"
+    executor: str = "auto"            # auto: streams on CUDA (serial if train_step=compile),
+                                      # serial elsewhere
     workers: int | None = None
     ray_address: str | None = None
     tensorboard: bool = False
@@ -77,8 +85,8 @@ class SearchConfig:
         check(self)
 
     def replace(self, **changes: Any) -> SearchConfig:
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated; keys in any case, as everywhere)."""
+        return dataclasses.replace(self, **canonical_keys(changes))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -89,7 +97,7 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
         """A config from a dict such as `to_dict()` wrote (unknown keys rejected)."""
-        return cls(**{k: _coerce(k, v) for k, v in _known(d).items()})
+        return cls(**{k: _coerce(k, v) for k, v in canonical_keys(d).items()})
 
     @property
     def total_epochs(self) -> int:
@@ -98,6 +106,7 @@ class SearchConfig:
 
 
 FIELDS = {f.name: f for f in fields(SearchConfig)}
+_LOWER = {k.lower(): k for k in FIELDS}   # keys are accepted in any case (n_NM: n_nm)
 _HINTS = get_type_hints(SearchConfig)
 # field -> the types its value may have (a union split into its members; a tuple kept whole)
 _ALLOWED = {k: get_args(t) if get_origin(t) is not tuple and get_args(t) else (t,)
@@ -107,7 +116,8 @@ PAPER = dict(n_steps=5, n_neigh=8, n_nm=5, epoch_pretrain=20, epoch_neigh=17, ep
              lr_start=0.05, lr_end=0.0, dataset="cifar10")
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(dataset="mini-cifar10", n_steps=3, n_neigh=4, n_nm=2, epoch_pretrain=4,
-                 epoch_neigh=3, epoch_final=6, widths=(16, 32, 64), baseline=True),
+                 epoch_neigh=3, epoch_final=6, widths=(16, 32, 64), baseline=True,
+                 reference="auto"),
     "table1-nash": dict(PAPER),
     "table1-nosgdr": dict(PAPER, sgdr_climb=False),
     "table1-random": dict(PAPER, n_neigh=1),
@@ -124,18 +134,51 @@ PRESET_HELP = {
     "table3-c10-s8": "paper Table 3: CIFAR-10, n_steps 8, with snapshot ensemble",
     "table4-c100-s8": "paper Table 4: CIFAR-100, n_steps 8, with snapshot ensemble",
 }
-EXECUTORS = ("serial", "local", "ray", "streams")
-TRAIN_STEPS = ("eager", "cuda_graph", "compile")   # train.fit's `step`
+EXECUTORS = ("auto", "serial", "local", "ray", "streams")
+TRAIN_STEPS = ("eager", "cuda_graph", "compile")   # train.fit's `step` (it also takes "auto")
 FINAL_MODELS = ("search", "retrain")   # which model a run hands out (evaluate, export, predict)
 KEEP_WEIGHTS = ("all", "best")  # which trained models keep their weights on disk
+# the trainer's settings (train.TrainConfig's fields but sgdr; tests check they agree), where a
+# search runs, and what `resume --set` may change (the training settings are journaled)
+TRAIN_KEYS = ("batch_size", "lr_start", "lr_end", "momentum", "nesterov", "weight_decay",
+              "augment", "crop_pad", "bf16", "channels_last", "threads", "eval_batch_size",
+              "cudnn_benchmark")
+EXEC_KEYS = ("device", "executor", "workers", "ray_address", "threads", "keep_weights")
+RESUME_KEYS = (*TRAIN_KEYS, "train_step")
 
 
-def _known(d: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(d) - set(FIELDS))
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: "
-                          f"{', '.join(FIELDS)}")
-    return d
+def canonical_key(key: Any) -> str:
+    """The config key `key` names: itself, or the key it spells in another case (the paper's
+    n_NM is n_nm); ConfigError otherwise, suggesting the closest keys."""
+    if key in FIELDS:
+        return key
+    if isinstance(key, str) and key.lower() in _LOWER:
+        return _LOWER[key.lower()]
+    raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
+
+
+def _suggest(key: Any) -> str:
+    """'; did you mean ...?' for the keys closest to `key` (else where to find the keys)."""
+    close = difflib.get_close_matches(str(key).lower(), list(_LOWER), n=3, cutoff=0.6)
+    names = [repr(_LOWER[c]) for c in close]
+    if names:
+        listed = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        return f"; did you mean {listed}?"
+    return " (`morphclimb search --help` lists the keys)"
+
+
+def canonical_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` with every key made canonical (case differences accepted); ConfigError for an
+    unknown key, or for one key given twice in different cases."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, Any] = {}
+    for key, value in d.items():
+        name = canonical_key(key)
+        if name in out and out[name] != value:
+            raise ConfigError(f"config key {name} given twice with different values (as "
+                              f"{spelled[name]!r} and {key!r})")
+        out[name], spelled[name] = value, key
+    return out
 
 
 DURATION = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -220,6 +263,8 @@ def check_training(t: Any) -> None:
         v = getattr(t, name)
         need(v is None or isinstance(v, bool), f"{name} must be true, false or null (auto), "
              f"got {v!r}")
+    need(t.cudnn_benchmark is None or isinstance(t.cudnn_benchmark, bool),
+         f"cudnn_benchmark must be true, false or null (auto: on), got {t.cudnn_benchmark!r}")
     need(t.threads is None or (_int(t.threads) and t.threads >= 1),
          f"threads must be a positive integer or null (auto), got {t.threads!r}")
     need(not (t.nesterov and t.momentum == 0),
@@ -248,9 +293,13 @@ def check(c: SearchConfig) -> None:
     if c.final_model not in FINAL_MODELS:
         raise ConfigError(f"final_model must be one of {', '.join(FINAL_MODELS)}, got "
                           f"{c.final_model!r}")
-    if c.train_step not in TRAIN_STEPS:
-        raise ConfigError(f"train_step must be one of {', '.join(TRAIN_STEPS)}, got "
+    if c.train_step not in ("auto", *TRAIN_STEPS):
+        raise ConfigError(f"train_step must be one of auto, {', '.join(TRAIN_STEPS)}, got "
                           f"{c.train_step!r}")
+    if c.executor == "streams" and c.train_step == "compile":
+        raise ConfigError("executor=streams cannot train with train_step=compile "
+                          "(torch.compile is not thread-safe); use train_step=cuda_graph or "
+                          "eager, or executor=serial")
     if c.keep_weights not in KEEP_WEIGHTS:
         raise ConfigError(f"keep_weights must be one of {', '.join(KEEP_WEIGHTS)}, got "
                           f"{c.keep_weights!r}")
@@ -270,6 +319,9 @@ def check(c: SearchConfig) -> None:
                                        and c.final_lr > 0):
         raise ConfigError(f"final_lr must be a finite number > 0 and >= lr_end ({c.lr_end}), "
                           f"got {c.final_lr}")
+    if c.reference is not None and c.reference != "auto" and not is_zoo_name(c.reference):
+        raise ConfigError(f"reference must be auto or a start point such as "
+                          f"{', '.join(ZOO_NAMES)}, got {c.reference!r}")
     if c.max_params is not None and c.max_params < 1:
         raise ConfigError(f"max_params must be >= 1, got {c.max_params}")
     if c.start_weights is not None and c.start is None:
@@ -288,8 +340,7 @@ def check(c: SearchConfig) -> None:
 
 def parse_value(key: str, text: str) -> Any:
     """Parse the value of a `--set key=value` override (JSON, else a bare string)."""
-    if key not in FIELDS:
-        _known({key: None})
+    key = canonical_key(key)
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
@@ -309,8 +360,8 @@ def resolve(preset: str | None = "demo", file: str | Path | None = None,
             raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
     if file is not None:
-        values.update(_known(load_file(file)))
-    values.update(_known(dict(overrides or {})))
+        values.update(canonical_keys(load_file(file)))
+    values.update(canonical_keys(dict(overrides or {})))
     values.update(parse_sets(sets or []))
     return SearchConfig.from_dict(values)
 
@@ -322,7 +373,8 @@ def parse_sets(sets: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set needs key=value, got {item!r}")
         key, text = item.split("=", 1)
-        values[key.strip()] = parse_value(key.strip(), text.strip())
+        key = canonical_key(key.strip())
+        values[key] = parse_value(key, text.strip())
     return values
 
 

@@ -110,24 +110,30 @@ def num_threads(threads: int | None) -> Iterator[None]:
 
 _cudnn_lock = threading.Lock()
 _cudnn_users = 0          # CUDA blocks of speed_settings open now (in any thread)
+_cudnn_wanted = 0         # ... of them asking for cuDNN autotuning
 _cudnn_before = False     # cudnn.benchmark as it was before the first of them
 
 
 @contextlib.contextmanager
-def speed_settings(device: torch.device, threads: int | None) -> Iterator[None]:
-    """Threads (see num_threads) and, on CUDA, cuDNN autotuning for the block; both restored.
+def speed_settings(device: torch.device, threads: int | None,
+                   cudnn_benchmark: bool = True) -> Iterator[None]:
+    """Threads (see num_threads) and, on CUDA, cuDNN autotuning (`cudnn_benchmark`) for the
+    block; both restored.
 
     cudnn.benchmark is process-wide: with blocks open in several threads at once (the stream
-    executor), it is switched on by the first and restored when the last one ends.
+    executor) it is on while any open block asks for it, and restored when the last one ends.
+    Autotuning times every candidate kernel of each new convolution shape once per thread
+    (PyTorch keeps the chosen plans per thread) and synchronises the device while it does.
     """
-    global _cudnn_users, _cudnn_before
+    global _cudnn_users, _cudnn_wanted, _cudnn_before
     cuda = device.type == "cuda"
     if cuda:
         with _cudnn_lock:
             if _cudnn_users == 0:
                 _cudnn_before = torch.backends.cudnn.benchmark
             _cudnn_users += 1
-            torch.backends.cudnn.benchmark = True
+            _cudnn_wanted += bool(cudnn_benchmark)
+            torch.backends.cudnn.benchmark = _cudnn_wanted > 0
     try:
         with num_threads(threads):
             yield
@@ -135,8 +141,9 @@ def speed_settings(device: torch.device, threads: int | None) -> Iterator[None]:
         if cuda:
             with _cudnn_lock:
                 _cudnn_users -= 1
-                if _cudnn_users == 0:
-                    torch.backends.cudnn.benchmark = _cudnn_before
+                _cudnn_wanted -= bool(cudnn_benchmark)
+                torch.backends.cudnn.benchmark = (_cudnn_wanted > 0 if _cudnn_users
+                                                  else _cudnn_before)
 
 
 _streams: dict[tuple, torch.cuda.Stream] = {}

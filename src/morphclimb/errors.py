@@ -29,3 +29,8 @@ class RunDirError(MorphclimbError):
 
 class TrainingError(MorphclimbError, RuntimeError):
     """Training failed (diverged to NaN/inf, ran out of memory, or raised)."""
+
+
+class MissingDependencyError(MorphclimbError, ImportError):
+    """An optional dependency (one of pyproject's extras) is not installed; the message names
+    the extra to install."""

@@ -19,8 +19,8 @@ from .errors import RunDirError
 class Event(str, Enum):
     """Journal events (written to journal.jsonl) and live-only events (callbacks only)."""
 
-    RUN_STARTED = "run_started"          # config, dataset
-    RUN_RESUMED = "run_resumed"
+    RUN_STARTED = "run_started"          # config, dataset (with what inference needs)
+    RUN_RESUMED = "run_resumed"          # dataset: only when run_started's lacked mean/std
     CONFIG_CHANGED = "config_changed"    # changes: settings changed on resume (--set)
     FAILURES_RETRIED = "failures_retried"  # models: failed trainings to run again
     CHILD_MADE = "child_made"            # model, step, child, parent, morphisms, params
@@ -31,7 +31,10 @@ class Event(str, Enum):
     STEP_DECIDED = "step_decided"        # step, best, previous, val_accuracy, candidates
     CLIMB_STOPPED = "climb_stopped"      # step, reason: the climb ended before n_steps
     ENSEMBLE_EVALUATED = "ensemble_evaluated"  # kind, members, test_accuracy, params
+    REFERENCE_PLANNED = "reference_planned"    # start_point, epochs, matched_seconds
     RUN_FINISHED = "run_finished"        # model
+    MODEL_RESTORED = "model_restored"    # model, checkpoint, matches: a vanished checkpoint
+                                         # trained again from the journal (restore.py)
     # live only: never journaled
     STEP_START = "step_start"            # step, n_steps
     TRAIN_START = "train_start"          # model, epochs, role...
@@ -55,7 +58,9 @@ REQUIRED: dict[Event, tuple[str, ...]] = {
     Event.STEP_DECIDED: ("step", "best", "previous", "val_accuracy", "params", "candidates"),
     Event.CLIMB_STOPPED: ("step", "reason"),
     Event.ENSEMBLE_EVALUATED: ("members", "test_accuracy", "params"),
+    Event.REFERENCE_PLANNED: ("start_point", "epochs", "matched_seconds"),
     Event.RUN_FINISHED: ("model",),
+    Event.MODEL_RESTORED: ("model", "checkpoint", "matches"),
 }
 
 # ------------------------------------------------------------------------------ model ids
@@ -63,6 +68,7 @@ MODEL0 = "m0"              # the starting network, pretrained
 FINAL = "final"            # the winner trained on train + validation, tested once
 BASELINE = "baseline"      # model_0's architecture trained as long as the search's result
 RETRAIN = "retrain"        # the found architecture from scratch (paper Table 2)
+REFERENCE = "reference"    # a known-good network trained alone for the search's wall time
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 

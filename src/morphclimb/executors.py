@@ -68,15 +68,34 @@ class SerialExecutor:
         self.close()
 
 
+def auto_executor(config, device) -> str:
+    """The executor `config.executor` names, with "auto" resolved for `device`.
+
+    "auto": the stream executor on CUDA (with train_step auto, each child's step is captured
+    as a CUDA graph there; serial instead when train_step is compile, which is not
+    thread-safe), the serial executor elsewhere (CPU behaviour as before). A choice made
+    before the GPU benchmark measured it: docs/gpu.md says why, and how to check it.
+    """
+    if config.executor != "auto":
+        return config.executor
+    from .device import resolve_device
+    dev = resolve_device(device if device is not None else config.device)
+    if dev.type == "cuda" and config.train_step != "compile":
+        return "streams"
+    return "serial"
+
+
 def make_executor(config, split, device=None, on_epoch: OnEpoch | None = None):
-    """The executor named by `config.executor` ('serial', 'local', 'ray' or 'streams')."""
-    if config.executor == "serial":
+    """The executor named by `config.executor` ('auto', 'serial', 'local', 'ray' or
+    'streams'; see auto_executor)."""
+    name = auto_executor(config, device)
+    if name == "serial":
         return SerialExecutor(split, device, on_epoch)
-    if config.executor == "streams":
+    if name == "streams":
         from .parallel.streams import StreamExecutor
         return StreamExecutor(split, device, concurrency=config.workers, threads=config.threads,
                               on_epoch=on_epoch, cuda_graph=config.train_step == "cuda_graph")
-    if config.executor == "local":
+    if name == "local":
         from .parallel import LocalExecutor
         return LocalExecutor(split, device, workers=config.workers, threads=config.threads,
                              on_epoch=on_epoch)

@@ -20,6 +20,7 @@ from .augment import normalizer
 from .build import build
 from .errors import ConfigError, RunDirError
 from .journal import RunDir, no_link
+from .preprocess import check_fits, of_run
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 META_FORMAT = "morphclimb.export/1"
@@ -63,14 +64,15 @@ def member_ids(run: RunDir, model: str | None = None, ensemble: str | None = Non
 
 
 def export_meta(run: RunDir, members: list[str]) -> dict[str, Any]:
-    """Input/output convention, normalisation constants and class names of an export."""
-    from .config import SearchConfig
-    from .nash import load_split
-    _, split = load_split(SearchConfig.from_dict(run.config()))
-    h, w = split.image_size
+    """Input/output convention, normalisation constants and class names of an export, as the
+    run recorded them when it started (the training data is not read; see preprocess.py)."""
+    pre = of_run(run)
+    for mid in members:
+        check_fits(run.load_arch(mid), pre, f"model {mid} of {run.path}")
+    h, w = pre.image_size
     return {"format": META_FORMAT, "input": INPUT, "output": OUTPUT,
-            "input_shape": ["N", h, w, split.channels], "mean": list(map(float, split.mean)),
-            "std": list(map(float, split.std)), "classes": list(split.classes),
+            "input_shape": ["N", h, w, pre.channels], "mean": list(pre.mean),
+            "std": list(pre.std), "classes": list(pre.classes),
             "members": members, "run_dir": str(run.path)}
 
 
@@ -126,6 +128,9 @@ def export_run(run_dir: str | Path, fmt: str, *, model: str | None = None,
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":   # an optional dependency: checked before anything is written
+        from .extras import require
+        require("onnx", "export --format onnx")
     run = RunDir.open(run_dir)
     members = member_ids(run, model, ensemble)
     meta = export_meta(run, members)
@@ -138,17 +143,18 @@ def export_run(run_dir: str | Path, fmt: str, *, model: str | None = None,
         if path.exists() and not force:
             raise RunDirError(f"{path} already exists; pick another --out or pass --force to "
                               "overwrite it")
+    from .paths import cannot_create, check_creatable, make_dir
+    make_dir(check_creatable(path, "export").parent, "export folder")
+    model_ = None if fmt == "safetensors" else wrap(run, members, meta)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if model_ is None:
+            _safetensors(run, members, meta, path)
+        else:
+            with warnings.catch_warnings():  # torch marks both exporters used as deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                (_onnx if fmt == "onnx" else _torchscript)(model_, meta, path)
     except OSError as e:
-        raise RunDirError(f"cannot write to {path.parent}: {e.strerror or e}") from e
-    if fmt == "safetensors":
-        _safetensors(run, members, meta, path)
-        return path
-    model_ = wrap(run, members, meta)
-    with warnings.catch_warnings():  # torch marks both exporters used here as deprecated
-        warnings.simplefilter("ignore", DeprecationWarning)
-        (_onnx if fmt == "onnx" else _torchscript)(model_, meta, path)
+        raise cannot_create("export", path, e) from e
     return path
 
 

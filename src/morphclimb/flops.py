@@ -5,6 +5,8 @@ pass, a multiply-add counts as 2 FLOPs):
 
 * conv: 2 * C_in * C_out * k * k * H * W (+ H * W * C_out for a bias); the convs keep the
   spatial size ('same' padding), so H x W is the output map.
+* dwconv (depthwise, one k x k filter per channel): 2 * C * k * k * H * W (+ H * W * C for
+  a bias).
 * linear: 2 * in * out (+ out for a bias).
 * bn: 4 per element in training (subtract mean, divide by std, scale, shift; the batch
   statistics themselves are another ~3 per element, counted in `training_flops` through the

@@ -3,7 +3,8 @@ ensemble. Each is journaled like the search and skipped when its record is alrea
 
 from __future__ import annotations
 
-from .events import BASELINE, FINAL, RETRAIN, Event, snapshot_id
+from .budget import EVAL_SHARE
+from .events import BASELINE, FINAL, REFERENCE, RETRAIN, Event, snapshot_id
 from .model0 import starting_arch
 
 
@@ -24,6 +25,74 @@ def run_retrain(climber) -> dict:
                              role="retrain")
 
 
+def seconds_per_image(arch, data, config, mean, std, device, batches: int = 4) -> float:
+    """Measured training seconds per image of `arch` (fresh weights) on `batches` batches of
+    `data`, after one warm-up batch: what an epoch of it costs on this machine now."""
+    import time
+
+    import numpy as np
+
+    from .build import build
+    from .train import fit
+    n = min(len(data), config.batch_size * batches)
+    warm = data.subset(np.arange(min(len(data), config.batch_size)))
+    part = data.subset(np.arange(n))
+    model = build(arch, seed=0)
+    fit(model, warm, epochs=1, config=config, mean=mean, std=std, seed=0, device=device)
+    t = time.perf_counter()
+    fit(model, part, epochs=1, config=config, mean=mean, std=std, seed=0, device=device)
+    return (time.perf_counter() - t) / max(n, 1)
+
+
+def reference_epochs(seconds: float, per_image: float, n_train: int, n_eval: int) -> int:
+    """The most whole epochs on n_train images, plus one evaluation of n_eval images (a third
+    of a training pass each), that take at most `seconds` at `per_image`; at least 1."""
+    if per_image <= 0 or n_train <= 0:
+        return 1
+    return max(1, int((seconds / per_image - EVAL_SHARE * n_eval) // n_train))
+
+
+def reference_plan(climber) -> dict:
+    """The reference network and its epochs, journaled once (a resumed run keeps the plan).
+
+    The wall time to match is the search's (its clock at the final model's record: climb and
+    final training). The epochs are as many as fit in it at the reference's training speed,
+    measured here on a few batches; the network is `reference`, or with "auto" the CIFAR
+    ResNet closest to the answer's parameter count.
+    """
+    state = climber.state
+    if state.reference_plan is not None:
+        return state.reference_plan
+    from .device import resolve_device
+    from .zoo import closest, zoo_arch
+    c, split = climber.c, climber.split
+    final = state.trained[FINAL]
+    name = c.reference
+    if name == "auto":
+        name = closest(final["params"], channels=split.channels, classes=split.num_classes,
+                       size=split.image_size)
+    arch = zoo_arch(name, split.channels, split.num_classes, split.image_size)
+    seconds = float(final.get("clock") or 0.0)
+    config = climber.task(REFERENCE, arch, None, 1).config    # the search's training settings
+    per_image = seconds_per_image(arch, split.train_full, config, split.mean, split.std,
+                                  resolve_device(c.device))
+    epochs = reference_epochs(seconds, per_image, len(split.train_full), len(split.test))
+    return climber.log({"event": Event.REFERENCE_PLANNED, "start_point": name,
+                        "epochs": epochs, "matched_seconds": seconds,
+                        "seconds_per_image": per_image})
+
+
+def run_reference(climber) -> dict:
+    """A known-good network trained alone, by the same trainer, for the search's wall time."""
+    from .zoo import zoo_arch
+    plan = reference_plan(climber)
+    split = climber.split
+    arch = zoo_arch(plan["start_point"], split.channels, split.num_classes, split.image_size)
+    return climber.train_one(REFERENCE, arch, None, plan["epochs"], part="train_full",
+                             eval_part="test", role="reference", start_point=plan["start_point"],
+                             matched_seconds=plan["matched_seconds"])
+
+
 def run_snapshot_ensemble(climber) -> dict:
     """Train each earlier step's best on train + validation, then ensemble them with the final."""
     from .device import resolve_device
@@ -35,13 +104,15 @@ def run_snapshot_ensemble(climber) -> dict:
     members = []
     for i in range(1, climber.c.n_steps):
         best = state.trained[state.decided[i]["best"]]
-        arch, w = climber.run.load_model(best["model"])
+        arch, w = climber.load_model(best["model"])   # restored if its checkpoint vanished
         rec = climber.train_one(snapshot_id(i), arch, w, climber.c.epoch_final,
                                 part="train_full", eval_part="test", role="snapshot", step=i,
                                 parent=best["model"], lineage=best.get("lineage", 0))
         members.append(rec["model"])
     members.append(FINAL)
     split = climber.split
+    for m in members:
+        climber.ensure(m)
     res = evaluate_members(climber.run, members, split.test, split.mean, split.std,
                            resolve_device(climber.c.device))
     return climber.log({"event": Event.ENSEMBLE_EVALUATED, "kind": "snapshot", **res})

@@ -8,10 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from .errors import ArchError, RunDirError
 from .events import Event, check_model_id, validate
@@ -24,6 +21,11 @@ RESULTS = "results.json"
 MODELS = "models"
 PRUNED = "weights.dropped"  # marker: weights deleted on purpose (keep_weights=best)
 LOCK = ".lock"              # held (flock) by the one process writing the run
+
+# torch and safetensors are imported where tensors are read or written, so that reading a
+# run's journal (`show`) does not import them
+if TYPE_CHECKING:
+    import torch
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -106,6 +108,7 @@ class Journal:
 def save_checkpoint(directory: str | Path, arch: Arch, weights: dict[str, torch.Tensor],
                     meta: dict[str, Any] | None = None) -> Path:
     """Write arch.json + weights.safetensors (never a pickle) into `directory`, atomically."""
+    from safetensors.torch import save_file
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
@@ -118,6 +121,7 @@ def save_checkpoint(directory: str | Path, arch: Arch, weights: dict[str, torch.
 
 def load_checkpoint(directory: str | Path) -> tuple[Arch, dict[str, torch.Tensor]]:
     """Read a checkpoint written by `save_checkpoint`."""
+    from safetensors.torch import load_file
     d = Path(directory)
     arch = load_arch(d)
     if not (d / "weights.safetensors").is_file():
@@ -174,24 +178,26 @@ class RunDir:
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any]) -> RunDir:
         """Make a new run directory: a new or empty folder, never one holding other files."""
+        from .paths import cannot_create
         p = Path(path)
-        if p.exists() and not p.is_dir():
-            raise RunDirError(f"--out {p} exists and is not a directory")
-        if p.is_dir() and any(p.iterdir()):
-            if (p / JOURNAL).exists():
-                raise RunDirError(f"{p} already holds a run; use `morphclimb resume {p}` or "
-                                  "pick another --out")
-            raise RunDirError(f"{p} is not empty; a run needs a new or empty directory (pick "
-                              "another --out: morphclimb never writes among other files)")
-        try:
+        try:   # any OSError (a permission denied, a file in the way): what and why, one line
+            if p.exists() and not p.is_dir():
+                raise RunDirError(f"--out {p} exists and is not a directory")
+            if p.is_dir() and any(p.iterdir()):
+                if (p / JOURNAL).exists():
+                    raise RunDirError(f"{p} already holds a run; use `morphclimb resume {p}` "
+                                      "or pick another --out")
+                raise RunDirError(f"{p} is not empty; a run needs a new or empty directory "
+                                  "(pick another --out: morphclimb never writes among other "
+                                  "files)")
             p.mkdir(parents=True, exist_ok=True)
             probe = p / ".write-test"
             probe.write_text("ok")
             probe.unlink()
+            run = cls(p)
+            _atomic_write(p / CONFIG, json.dumps(config, indent=1, sort_keys=True).encode())
         except OSError as e:
-            raise RunDirError(f"cannot write to output directory {p}: {e.strerror or e}") from e
-        run = cls(p)
-        _atomic_write(p / CONFIG, json.dumps(config, indent=1, sort_keys=True).encode())
+            raise cannot_create("run directory", p, e) from e
         return run
 
     @classmethod

@@ -14,16 +14,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import preprocess, restore
 from .augment import probe_images
 from .budget import TimeModel, fits, image_passes, mflops, size_problem
 from .build import build
-from .config import SearchConfig
+from .config import EXEC_KEYS, RESUME_KEYS, TRAIN_KEYS, SearchConfig, canonical_keys
 from .data.load import load_split
 from .errors import ConfigError, RunDirError, TrainingError
 from .events import (
     BASELINE,
     FINAL,
     MODEL0,
+    REFERENCE,
     RETRAIN,
     Event,
     child_id,
@@ -68,9 +70,8 @@ class SearchResult:
         return 100.0 * (1.0 - self.test_accuracy)
 
 
-TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "sgdr")
-EXEC_KEYS = ("device", "executor", "workers", "ray_address", "threads", "keep_weights")
-RESUME_KEYS = (*TRAIN_KEYS, "train_step")   # training settings resume may change (journaled)
+# TRAIN_KEYS (TrainConfig's fields), EXEC_KEYS, RESUME_KEYS: config.py (the CLI's help reads
+# them without importing torch)
 
 
 def train_config(c: SearchConfig, sgdr: bool = True) -> TrainConfig:
@@ -105,13 +106,15 @@ class Climber:
     def __init__(self, config: SearchConfig, run: RunDir, split, executor, dataset_info: dict,
                  callback: Callback | None = None, t0: float | None = None):
         self.c, self.run, self.split, self.executor = config, run, split, executor
-        self.info = dataset_info
+        self.info = preprocess.record(dataset_info, split)   # what inference needs, too
         self.emit = callback or (lambda event: None)
         self.state: RunState = run.state()
         self.clock0 = self.state.clock
         self.t0 = time.perf_counter() if t0 is None else t0   # this session's start
         self.probe = probe_batch(split, config.probe_size, config.seed)
         self.pending: dict[str, TrainTask] = {}
+        self.redo: set[str] = set()   # journaled models trained again (vanished checkpoints)
+        self.redo_errors: dict[str, str] = {}
 
     def clock(self) -> float:
         """Search wall time in seconds, summed over sessions (downtime excluded)."""
@@ -140,7 +143,8 @@ class Climber:
 
         `guard` is asked before each batch (a time budget); when it says no, None.
         """
-        todo = [t for t in tasks if self.state.outcome(t.model_id) is None]
+        todo = [t for t in tasks
+                if self.state.outcome(t.model_id) is None or t.model_id in self.redo]
         self.pending = {t.model_id: t for t in todo}
         # one at a time where the executor runs one at a time (progress shows what runs now)
         batches = [[t] for t in todo] if self.executor.one_at_a_time else [todo]
@@ -155,6 +159,9 @@ class Climber:
 
     def _done(self, out: TrainOutcome) -> None:
         task = self.pending[out.model_id]
+        if out.model_id in self.redo:   # a vanished checkpoint trained again (restore.py)
+            self._restored(task, out)
+            return
         if not out.ok:
             self.log({"event": Event.CHILD_FAILED, "model": out.model_id, "reason": out.error,
                       **task.meta})
@@ -166,6 +173,30 @@ class Climber:
                   "params": arch.num_params, "mflops": mflops(arch),
                   "epochs": task.epochs, "part": task.part,
                   "seconds": out.seconds, "curves": out.records, **metrics, **task.meta})
+
+    def _restored(self, task: TrainTask, out: TrainOutcome) -> None:
+        if not out.ok:
+            self.redo_errors[out.model_id] = out.error or "no reason"
+            return
+        path = self.run.save_model(out.model_id, Arch.from_dict(task.arch), out.weights)
+        self.log(restore.restored_record(task, out, self.state.trained[out.model_id], path))
+
+    def ensure(self, model_id: str) -> None:
+        """Train `model_id` again if the journal has it but its checkpoint vanished."""
+        if model_id in self.state.trained and restore.vanished(self.run, model_id):
+            restore.restore(self, model_id)
+
+    def load_model(self, model_id: str) -> tuple[Arch, dict[str, torch.Tensor]]:
+        """Arch and weights of a trained model (its checkpoint restored if it vanished)."""
+        self.ensure(model_id)
+        return self.run.load_model(model_id)
+
+    def load_arch(self, model_id: str) -> Arch:
+        """The architecture of a trained model (rebuilt from the journal if it vanished)."""
+        if model_id in self.state.trained and not (
+                self.run.model_dir(model_id) / "arch.json").is_file():
+            return Arch.from_dict(restore.initial_task(self, model_id).arch)
+        return self.run.load_arch(model_id)
 
     def train_one(self, model_id: str, arch: Arch, weights, epochs: int, **kw) -> dict:
         """Train a single model (or fetch it from the journal); raise if it failed."""
@@ -205,7 +236,7 @@ class Climber:
         if i in self.state.decided:
             return self.state.trained[self.state.decided[i]["best"]]
         self.emit({"event": Event.STEP_START, "step": i, "n_steps": self.c.n_steps})
-        parent_arch, parent_w = self.run.load_model(best["model"])
+        parent_arch, parent_w = self.load_model(best["model"])
         tasks, sgdr = [], self.c.sgdr_climb
         taken = {_key(parent_arch): "its parent"}
         for j in range(1, max(self.c.n_neigh, 2)):
@@ -213,7 +244,7 @@ class Climber:
             meta = dict(role="child", step=i, child=j, n_neigh=self.c.n_neigh,
                         parent=best["model"], lineage=best.get("lineage", 0))
             if cid in self.state.trained:
-                taken.setdefault(_key(self.run.load_arch(cid)), cid)
+                taken.setdefault(_key(self.load_arch(cid)), cid)
                 tasks.append(self.task(cid, parent_arch, None, 0))
                 continue
             made = self.make_child(i, j, parent_arch, parent_w, best, taken)
@@ -295,7 +326,7 @@ class Climber:
                 **meta, "lineage": meta["lineage"] + epochs})
         arch, w = Arch.from_dict(t.arch), t.weights
         if r > 1:
-            arch, w = self.run.load_model(t.model_id)
+            arch, w = self.load_model(t.model_id)
         return self.task(mid, arch, w, epochs, sgdr=self.c.sgdr_climb, **meta)
 
     def make_child(self, i: int, j: int, parent_arch: Arch, parent_w, best: dict,
@@ -366,11 +397,11 @@ class Climber:
                           ) -> dict[str, float]:
         """Predicted seconds of the final training and of the jobs configured after it."""
         n_full, n_test = len(self.split.train_full), len(self.split.test)
-        size = mflops(self.run.load_arch(best["model"]))
+        size = mflops(self.load_arch(best["model"]))
         out = {"final": model.seconds(size, image_passes(self.c.epoch_final, n_full, n_test))}
         lineage = best.get("lineage", 0) + self.c.epoch_final
         if self.c.baseline:
-            m0 = mflops(self.run.load_arch(MODEL0))
+            m0 = mflops(self.load_arch(MODEL0))
             out["baseline"] = model.seconds(m0, image_passes(lineage, n_full, n_test))
         if self.c.retrain or self.c.final_model == "retrain":
             out["retrain"] = model.seconds(size, image_passes(lineage, n_full, n_test))
@@ -389,7 +420,7 @@ class Climber:
                 continue
             m = r.get("mflops")
             if m is None:
-                m = mflops(self.run.load_arch(r["model"]))
+                m = mflops(self.load_arch(r["model"]))
             ev = "test" if r.get("part") == "train_full" else "val"
             samples.append((m, image_passes(r["epochs"], sizes.get(r.get("part"), 0),
                                             evals[ev]), r["seconds"]))
@@ -429,8 +460,10 @@ class Climber:
         if self.state.started is None:
             self.log({"event": Event.RUN_STARTED, "config": self.c.to_dict(),
                       "dataset": self.info, "start": load_start(self.c, self.split)[2]})
-        else:
+        elif preprocess.recorded(self.state.dataset):
             self.log({"event": Event.RUN_RESUMED})
+        else:   # a run made before morphclimb recorded mean/std: record them now
+            self.log({"event": Event.RUN_RESUMED, "dataset": self.info})
         best = self.pretrain()
         for i in range(1, self.c.n_steps + 1):
             won = self.step(i, best)
@@ -439,20 +472,33 @@ class Climber:
             best = won
             if self.c.keep_weights == "best":
                 self.drop_losers(i)
-        return self.finish(best)
+        return self.final(best)
+
+    def final(self, best: dict) -> dict:
+        """The final model's record: trained by `finish`, or the journal's (its checkpoint
+        trained again if it vanished)."""
+        done = self.state.trained.get(FINAL)
+        if done is None:
+            self.ensure(best["model"])   # finish reads the winner's weights
+            return self.finish(best)
+        self.ensure(FINAL)
+        return done
 
     def follow_up(self, final: dict) -> dict[str, str]:
-        """The jobs configured after the climb (baseline, retrain, snapshot ensemble).
+        """The jobs configured after the climb (baseline, retrain, snapshot ensemble, the
+        equal-time reference).
 
         Under a time budget a job that is predicted not to fit in what is left is skipped;
         returns the skipped jobs with the reason (journaled with run_finished).
         """
-        from .followups import run_baseline, run_retrain, run_snapshot_ensemble
+        from .followups import run_baseline, run_reference, run_retrain, run_snapshot_ensemble
         jobs = [("baseline", self.c.baseline, BASELINE in self.state.trained, run_baseline),
                 ("retrain", self.c.retrain or self.c.final_model == "retrain",
                  RETRAIN in self.state.trained, run_retrain),
                 ("snapshots", self.c.snapshot_ensemble, self.state.ensemble() is not None,
-                 run_snapshot_ensemble)]
+                 run_snapshot_ensemble),
+                ("reference", self.c.reference is not None, REFERENCE in self.state.trained,
+                 run_reference)]
         skipped = {}
         for name, wanted, done, job in jobs:
             if not wanted:
@@ -461,6 +507,8 @@ class Climber:
                 best = self.state.trained[final["parent"]]
                 cost = self.after_climb_costs(self.time_model(), best,
                                               len(self.state.decided)).get(name, 0.0)
+                if name == "reference":      # as long as the search: planned for only if
+                    cost = final.get("clock", 0.0)   # it fits after the rest (not the climb)
                 left = self.c.time_budget - self.clock()
                 if cost > left:
                     skipped[name] = (f"time budget: needs ~{cost:.0f}s, "
@@ -514,12 +562,25 @@ def open_run(out: str | Path | None, config: SearchConfig, resume: bool) -> RunD
     if resume:
         run = RunDir.open(out)
     else:
-        if out is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            out = Path("runs") / f"{config.dataset}-{stamp}-s{config.seed}"
-        run = RunDir.create(out, config.to_dict())
+        run = RunDir.create(new_run_path(out, config), config.to_dict())
     run.lock()
     return run
+
+
+def new_run_path(out: str | Path | None, config: SearchConfig) -> Path:
+    """Where a new run goes: `out`, by default runs/<dataset>-<time>-s<seed>."""
+    if out is not None:
+        return Path(out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.dataset}-{stamp}-s{config.seed}"
+
+
+def check_extras(config: SearchConfig) -> None:
+    """MissingDependencyError (naming the extra to install) when the config asks for an
+    optional dependency that is not installed; checked before anything is written."""
+    if config.executor == "ray":
+        from .extras import require
+        require("ray", "executor 'ray'")
 
 
 def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: bool = False,
@@ -536,6 +597,10 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
     from .device import resolve_device
     from .results import collect_results
     t0 = time.perf_counter()   # a time budget counts the whole command, data loading included
+    check_extras(config)
+    if not resume:   # a run directory that cannot be created stops the search before any work
+        from .paths import check_creatable
+        out = check_creatable(new_run_path(out, config), "run directory")
     device = resolve_device(config.device)
     ds, split = load_split(config, progress)
     # everything that can be checked is checked before the run directory exists
@@ -589,6 +654,7 @@ def resume(run_dir: str | Path, callback: Callback | None = None, on_epoch=None,
     """
     run = RunDir.open(run_dir)
     cfg = run_config(run)
+    overrides = canonical_keys(overrides)
     allowed = set(EXEC_KEYS) | set(RESUME_KEYS)
     bad = set(overrides) - allowed
     if bad:
@@ -610,6 +676,7 @@ class attach:
         from .device import resolve_device
         self.run = RunDir.open(run_dir)
         self.config = run_config(self.run).replace(**(overrides or {}))
+        check_extras(self.config)
         ds, self.split = load_split(self.config)
         self.device = resolve_device(self.config.device)
         self.run.lock()

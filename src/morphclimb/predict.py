@@ -6,7 +6,10 @@ as resizing the file with Pillow's defaults first), and converted to the run's c
 as a dataset mixing channel counts converts its images (`data.images.convert_channels`: a grey
 image becomes RGB for an RGB model). It is then normalised with the run's training mean/std
 and classified by `train.predict_proba`; an ensemble averages its members' probabilities.
-Nothing here prints, and nothing is written into the run directory.
+The image size, channels, mean/std and class names are those the run recorded when it
+started (preprocess.py): the training data is never read. `labelled_images` loads a user's
+labelled folder tree the same way, for `evaluate --data`. Nothing here prints, and nothing is
+written into the run directory.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.core import ImageData
 from .data.folder import EXTENSIONS as FOLDER_EXTENSIONS  # what folders are searched for
-from .errors import ConfigError, DataError, RunDirError
+from .errors import ConfigError, DataError
 
 OUT_FORMATS = (".csv", ".json")
 
@@ -131,17 +135,54 @@ def predict(run_dir: str | Path, inputs: list[str | Path], *, model: str | None 
     run = RunDir.open(run_dir)
     members = member_ids(run, model, ensemble)
     paths = image_files(inputs)
-    meta = export_meta(run, members)
+    meta = export_meta(run, members)   # recorded in the run: the training data is not read
     _, h, w, c = meta["input_shape"]
     x = load_images(paths, (h, w), c)
     dev = resolve_device(device or run_config(run).device)
     nets = [build(*run.load_model(m)).eval() for m in members]
     probs = ensemble_proba(nets, x, meta["mean"], meta["std"], dev).astype(np.float32)
-    classes = tuple(meta["classes"]) or tuple(str(i) for i in range(probs.shape[1]))
-    if len(classes) != probs.shape[1]:
-        classes = tuple(str(i) for i in range(probs.shape[1]))
-    return Predictions(str(run.path), members, classes, [str(p) for p in paths], probs,
-                       (h, w), c)
+    return Predictions(str(run.path), members, tuple(meta["classes"]),
+                       [str(p) for p in paths], probs, (h, w), c)
+
+
+def labelled_images(path: str | Path, classes: tuple[str, ...], size: tuple[int, int],
+                    channels: int) -> tuple[ImageData, list[Path]]:
+    """A labelled folder tree of new images, PATH/<class>/*.png|jpg|jpeg (or
+    PATH/test/<class>/*), each image loaded as `predict` loads it (`load_image`) and labelled
+    by matching its folder's name to `classes`: any subset of the classes may be present, an
+    unknown folder name is a one-line DataError. Returns the images and their files."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"--data {root}: no such folder; expected a folder tree "
+                        f"{root}/<class>/*.png|jpg|jpeg (or {root}/test/<class>/*)")
+    base = root / "test" if (root / "test").is_dir() else root
+    folders = sorted(e.name for e in os.scandir(base)
+                     if e.is_dir() and not e.name.startswith("."))
+    if not folders:
+        raise DataError(f"--data {base} has no class folders; expected "
+                        f"{base}/<class>/*.png|jpg|jpeg")
+    index = {c: k for k, c in enumerate(classes)}
+    unknown = [f for f in folders if f not in index]
+    if unknown:
+        known = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)"
+                                           if len(classes) > 20 else "")
+        raise DataError(f"--data {base}: {len(unknown)} folder(s) name no class of the run: "
+                        f"{', '.join(repr(u) for u in unknown[:5])}"
+                        f"{', ...' if len(unknown) > 5 else ''}; the run's classes are {known}")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for name in folders:
+        folder = base / name
+        files = sorted(e.name for e in os.scandir(folder) if e.is_file()
+                       and not e.name.startswith(".")
+                       and e.name.lower().endswith(FOLDER_EXTENSIONS))
+        if not files:
+            raise DataError(f"--data: class folder {folder} has no images (*.png, *.jpg, "
+                            "*.jpeg)")
+        paths += [folder / f for f in files]
+        labels += [index[name]] * len(files)
+    x = load_images(paths, size, channels)
+    return ImageData(x, np.array(labels, dtype=np.int64)), paths
 
 
 def check_out(path: str | Path, run_dir: str | Path, force: bool = False) -> Path:
@@ -159,7 +200,8 @@ def check_out(path: str | Path, run_dir: str | Path, force: bool = False) -> Pat
         raise ConfigError(f"--out {p} is a folder; give a file name ending with .csv or .json")
     if p.exists() and not force:
         raise ConfigError(f"{p} already exists; pass --force to overwrite it")
-    return p
+    from .paths import check_creatable
+    return check_creatable(p, "predictions file")
 
 
 def write(pred: Predictions, path: str | Path, k: int = 3, force: bool = False) -> Path:
@@ -167,9 +209,10 @@ def write(pred: Predictions, path: str | Path, k: int = 3, force: bool = False) 
     p = check_out(path, pred.run_dir, force)
     text = pred.to_csv(k) if p.suffix.lower() == ".csv" else json.dumps(pred.to_json(k),
                                                                         indent=1) + "\n"
+    from .paths import cannot_create
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise RunDirError(f"cannot write {p}: {e.strerror or e}") from e
+        raise cannot_create("predictions file", p, e) from e
     return p

@@ -15,7 +15,7 @@ from .errors import RunDirError
 from .events import FINAL, MODEL0
 from .figures import children_figure, progress_figure, save_figure, time_unit
 from .journal import RunDir, no_link
-from .results import collect_results
+from .results import collect_results, reference_line
 from .spec import Arch
 from .state import RunState
 
@@ -116,7 +116,8 @@ def results_tables(runs: list[RunInfo], across: dict[str, dict] | None = None) -
                                [x["final"]["params"] for x in res],
                                [x["final"]["test_error"] for x in res], units))
             for key, name in (("baseline", "starting network, same epochs"),
-                              ("retrain", "found architecture retrained from scratch")):
+                              ("retrain", "found architecture retrained from scratch"),
+                              ("reference", "reference network alone, same wall time")):
                 sub = [x[key] for x in res if key in x]
                 if sub:
                     t.rows.append(_row(name + tag, len(sub),
@@ -312,10 +313,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
         runs[0].run.path / "report" if len(runs) == 1 else Path("report"))
     if len(runs) == 1 and out == runs[0].run.path / "report":
         no_link(out)   # a link planted in a shared run must not lead the report outside
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirError(f"cannot create report folder {out}: {e.strerror or e}") from e
+    from .paths import make_dir
+    make_dir(out, "report folder")
     files: list[Path] = []
     across = _across(runs, device) if ensemble_across else {}
     tables = results_tables(runs, across)
@@ -325,6 +324,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
             "<h2>Results (paper Tables 1-4)</h2>"]
     body += [table_html(t) for t in tables + ([extra] if extra else [])] or [
         "<p>No run has finished yet.</p>"]
+    body += [f"<p><b>{html.escape(r.name)}</b>: {html.escape(reference_line(r.results))}.</p>"
+             for r in runs if r.finished and reference_line(r.results)]
     if len(runs) > 1:
         png, svg = save_figure(progress_figure([(r.name, r.state) for r in runs]),
                                out / "progress-all")

@@ -37,9 +37,13 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="cpu", help="device for that evaluation (default cpu)")
     p.set_defaults(handler=cmd_report)
     p = sub.add_parser("export", help="export the final model (or snapshot ensemble) for "
-                       "inference on raw uint8 images (N, H, W, C)")
+                       "inference on raw uint8 images (N, H, W, C)", description="Export the "
+                       "run's model (or snapshot ensemble) for inference on raw uint8 images "
+                       "(N, H, W, C); it normalises them itself with the mean/std the run "
+                       "recorded when it started (the run's dataset is not needed).")
     p.add_argument("run_dir")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"])
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
+                   help="the output format (onnx needs pip install 'morphclimb[export]')")
     p.add_argument("--model", help="model id in the run (default: the run's model, final; retrain with "
                    "final_model=retrain)")
     p.add_argument("--ensemble", choices=["snapshot"], help="export the snapshot ensemble "

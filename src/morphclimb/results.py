@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import BASELINE, FINAL, MODEL0, RETRAIN
+from .events import BASELINE, FINAL, MODEL0, REFERENCE, RETRAIN
 from .journal import RunDir
 
 
@@ -40,14 +40,22 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
                       "changed": not st.kept_incumbent(i),
                       "clock": d.get("clock"), "children": children})
     out: dict[str, Any] = {"run_dir": str(run.path), "config": st.config(run.config()),
-                           "dataset": (st.started or {}).get("dataset"), "steps": steps}
+                           "dataset": st.dataset, "steps": steps}
     if MODEL0 in trained:
         m0 = trained[MODEL0]
         out["model0"] = {"val_accuracy": m0.get("val_accuracy"), "params": m0["params"],
                          "epochs": m0["epochs"]}
-    for key in (FINAL, BASELINE, RETRAIN):
+    for key in (FINAL, BASELINE, RETRAIN, REFERENCE):
         if key in trained:
             out[key] = _summary(run, trained[key])
+    if REFERENCE in trained and FINAL in trained:
+        ref = trained[REFERENCE]
+        answer = out.get(st.chosen_model(st.config(run.config())), out[FINAL])
+        out[REFERENCE].update(
+            start_point=ref.get("start_point"), matched_seconds=ref.get("matched_seconds"),
+            # the run's answer minus the reference, in test-error points: > 0, the search lost
+            answer_minus_reference=round(answer["test_error"] - out[REFERENCE]["test_error"],
+                                         4))
     searched = [r for r in trained.values()
                 if r.get("role") in ("pretrain", "child", "incumbent", "final")]
     out["runtime_s"] = sum(r.get("seconds", 0.0) for r in searched)
@@ -76,6 +84,20 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     if write:
         run.write_results(out)
     return out
+
+
+def reference_line(r: dict[str, Any]) -> str | None:
+    """One plain sentence comparing the run's answer with the equal-time reference."""
+    ref = r.get("reference")
+    if not ref or ref.get("answer_minus_reference") is None:
+        return None
+    d = ref["answer_minus_reference"]
+    verdict = (f"the search LOST by {d:.2f} points" if d > 0 else
+               f"the search won by {-d:.2f} points" if d < 0 else "a tie")
+    return (f"reference {ref.get('start_point')} trained alone for the search's wall time "
+            f"({ref['epochs']} epochs, {ref['seconds']:.0f}s against "
+            f"{ref.get('matched_seconds') or 0:.0f}s, {ref['params']:,} params): test error "
+            f"{ref['test_error']:.2f}%; {verdict}")
 
 
 def _summary(run: RunDir, r: dict[str, Any]) -> dict[str, Any]:

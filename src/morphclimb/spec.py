@@ -283,6 +283,16 @@ def _conv_flops(n: Node, ins: list[Shape], out: Shape) -> int:
     return 2 * ins[0][0] * n.kernel ** 2 * _size(out) + (_size(out) if has_bias(n) else 0)
 
 
+def _dwconv_weights(n: Node, ins: list[Shape]) -> dict[str, Shape]:
+    c = ins[0][0]
+    w = {"weight": (c, 1, n.kernel, n.kernel)}
+    return {**w, "bias": (c,)} if has_bias(n) else w
+
+
+def _dwconv_flops(n: Node, ins: list[Shape], out: Shape) -> int:
+    return 2 * n.kernel ** 2 * _size(out) + (_size(out) if has_bias(n) else 0)
+
+
 def _linear_flops(n: Node, ins: list[Shape], out: Shape) -> int:
     return 2 * ins[0][0] * n.channels + (n.channels if has_bias(n) else 0)
 
@@ -295,6 +305,11 @@ OPS: dict[str, Op] = {
                weights=lambda n, ins: _with_bias(n, (n.channels, ins[0][0], n.kernel, n.kernel)),
                describe=lambda n: f"conv {n.kernel}x{n.kernel}, {n.channels}",
                flops=_conv_flops),
+    # depthwise conv (one k x k filter per channel, 'same' padding, as many channels out as in):
+    # the first half of a depthwise-separable conv, placed by the approximate `separable` morphism
+    "dwconv": Op(_map_op(lambda n, s: s), required=frozenset({"kernel"}),
+                 optional=frozenset({"bias"}), per_channel=True, weights=_dwconv_weights,
+                 describe=lambda n: f"dwconv {n.kernel}x{n.kernel}", flops=_dwconv_flops),
     "bn": Op(_map_op(lambda n, s: s), per_channel=True,
              weights=_bn_weights,
              buffers=frozenset({"running_mean", "running_var", "num_batches_tracked"}),
@@ -400,8 +415,8 @@ def _check_attrs(n: Node, nodes) -> None:
         raise _fail(n, f"channels must be a positive integer, got {n.channels!r}", nodes)
     if n.kernel is not None and (not _is_int(n.kernel) or n.kernel < 1):
         raise _fail(n, f"kernel must be a positive integer, got {n.kernel!r}", nodes)
-    if n.op == "conv" and n.kernel % 2 == 0:
-        raise _fail(n, f"conv kernels must be odd ('same' padding), got {n.kernel}", nodes)
+    if n.op in ("conv", "dwconv") and n.kernel % 2 == 0:
+        raise _fail(n, f"{n.op} kernels must be odd ('same' padding), got {n.kernel}", nodes)
     if n.bias is not None and not isinstance(n.bias, bool):
         raise _fail(n, f"bias must be true or false, got {n.bias!r}", nodes)
     if n.size is not None and (len(n.size) != 2 or not all(_is_int(s) and s > 0 for s in n.size)):

@@ -12,6 +12,7 @@ from .events import FINAL
 from .journal import RunDir, read_arch_file
 from .model0 import starting_arch
 from .spec import Arch
+from .zoo import NAMES, is_zoo_name, zoo_arch
 
 
 def load_start(c, split) -> tuple[Arch, dict[str, torch.Tensor] | None, dict[str, Any]]:
@@ -19,7 +20,9 @@ def load_start(c, split) -> tuple[Arch, dict[str, torch.Tensor] | None, dict[str
 
     `c.start` None: the paper's model_0 (weights None: trained from scratch). A run directory:
     its final network (its current best if it has not finished), with weights. A JSON file:
-    that architecture, with `c.start_weights` (a safetensors file) or fresh weights. The
+    that architecture, with `c.start_weights` (a safetensors file) or fresh weights. A start
+point's name from zoo.py (resnet20, ...): that network for the data's images and classes,
+fresh weights unless `c.start_weights`. The
     network must read the split's images and predict its classes; errors are one line.
     """
     if c.start is None:
@@ -46,8 +49,17 @@ def load_start(c, split) -> tuple[Arch, dict[str, torch.Tensor] | None, dict[str
             from .build import build
             build(arch, w)   # the weights must fit the architecture (ArchError otherwise)
         info = {"kind": "arch", "source": str(p), "weights": c.start_weights}
+    elif is_zoo_name(c.start):
+        arch = zoo_arch(c.start, split.channels, split.num_classes, split.image_size)
+        w = None
+        if c.start_weights is not None:
+            w = _read_weights(Path(c.start_weights).expanduser())
+            from .build import build
+            build(arch, w)   # the weights must fit the architecture (ArchError otherwise)
+        info = {"kind": "zoo", "name": c.start, "weights": c.start_weights}
     else:
-        raise ConfigError(f"start: no such run directory or arch.json file: {p}")
+        raise ConfigError(f"start: no such run directory or arch.json file, and not a start "
+                          f"point ({', '.join(NAMES)}): {p}")
     _check_fits_data(arch, split, p)
     return arch, w, info
 

@@ -20,6 +20,7 @@ class RunState:
     """The run as its journal tells it (records are the journal's dicts, unchanged)."""
 
     started: Record | None = None                      # the run_started record
+    dataset: Any = None          # its dataset summary (a run_resumed record's, if it has one)
     config_changes: dict[str, Any] = field(default_factory=dict)
     made: dict[str, Record] = field(default_factory=dict)        # model -> child_made
     redrawn: list[Record] = field(default_factory=list)          # child_redrawn records
@@ -31,6 +32,8 @@ class RunState:
     stopped: Record | None = None                      # climb_stopped
     ensembles: list[Record] = field(default_factory=list)
     finished: Record | None = None                     # run_finished
+    restored: dict[str, Record] = field(default_factory=dict)   # model -> model_restored
+    reference_plan: Record | None = None               # reference_planned
     resumes: int = 0
     clock: float = 0.0                                 # latest search clock seen
 
@@ -48,8 +51,11 @@ class RunState:
         self.clock = max(self.clock, float(r.get("clock") or 0.0))
         if e is Event.RUN_STARTED:
             self.started = r
+            self.dataset = r.get("dataset")
         elif e is Event.RUN_RESUMED:
             self.resumes += 1
+            if r.get("dataset") is not None:   # an older run's, completed on resume
+                self.dataset = r["dataset"]
         elif e is Event.CONFIG_CHANGED:
             self.config_changes.update(r["changes"])
         elif e is Event.FAILURES_RETRIED:
@@ -75,6 +81,10 @@ class RunState:
             self.ensembles.append(r)
         elif e is Event.RUN_FINISHED:
             self.finished = r
+        elif e is Event.MODEL_RESTORED:   # its model_trained record stays the account
+            self.restored[r["model"]] = r
+        elif e is Event.REFERENCE_PLANNED:
+            self.reference_plan = r
 
     # ------------------------------------------------------------------ questions
     def config(self, base: dict[str, Any]) -> dict[str, Any]:

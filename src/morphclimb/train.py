@@ -23,7 +23,15 @@ How a step runs (fit's `step`; the data order and augmentation are the same in e
   the last bits, so results match eager mode closely, not bitwise.
 * "compile": the model is trained through torch.compile (its compile time falls into
   the first epoch; every new architecture compiles anew). Not for several fits at once in one
-  process (threads): compile one model at a time.
+  process (threads): compile one model at a time (the stream executor refuses it).
+* "auto": "cuda_graph" on CUDA, "eager" elsewhere (SearchConfig.train_step's default; chosen,
+  not yet measured: see docs/gpu.md).
+
+On CUDA, fit turns cuDNN autotuning on for its duration (`cudnn_benchmark`, default on:
+device.speed_settings), and evaluation runs in the training's precision and memory layout
+(eval_settings): bf16 autocast and channels_last as the training, so that it reuses the
+training's kind of kernels rather than autotuning fp32 NCHW ones, and runs at the speed the
+training does. On the CPU evaluation stays fp32 and contiguous (CPU results are unchanged).
 """
 
 from __future__ import annotations
@@ -98,6 +106,7 @@ class TrainConfig:
     channels_last: bool | None = None
     threads: int | None = None
     eval_batch_size: int = 1000
+    cudnn_benchmark: bool | None = None   # CUDA: autotune convolutions while training (None: on)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.sgdr, bool), f"sgdr must be true or false, got {self.sgdr!r}")
@@ -186,10 +195,30 @@ def _settings(config: TrainConfig, device: torch.device, step: str = "eager") ->
         raise ConfigError(f"bf16=True but {device} does not support bfloat16; set bf16=False")
     if device.type != "cpu" and config.threads is None:
         s["threads"] = None
-    if step not in TRAIN_STEPS:
-        raise ConfigError(f"step must be one of {', '.join(TRAIN_STEPS)}, got {step!r}")
+    if step not in TRAIN_STEPS and step != "auto":
+        raise ConfigError(f"step must be one of {', '.join(TRAIN_STEPS)} or auto, got {step!r}")
+    if step == "auto":
+        step = "cuda_graph" if device.type == "cuda" else "eager"
     s["step"] = "static" if step == "cuda_graph" and device.type != "cuda" else step
+    if device.type == "cuda":
+        s["cudnn_benchmark"] = config.cudnn_benchmark is not False
     return s
+
+
+def eval_settings(config: TrainConfig, device: str | torch.device) -> dict:
+    """How evaluate runs after a training with `config` on `device`: {"bf16", "channels_last"}.
+
+    On CUDA the training's own precision and layout (config's values, None = auto per device),
+    so that evaluation uses the kernels the training tuned and runs at its speed; elsewhere
+    fp32 and contiguous, as always (CPU results do not change).
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return {"bf16": False, "channels_last": False}
+    auto = auto_settings(dev)
+    return {"bf16": auto["bf16"] if config.bf16 is None else bool(config.bf16),
+            "channels_last": (auto["channels_last"] if config.channels_last is None
+                              else bool(config.channels_last))}
 
 
 def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
@@ -203,9 +232,9 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     restarts at lr_start on every call. Shuffling and augmentation draw from a torch.Generator
     seeded with `seed` (the global RNG is untouched). device=None trains where the model is;
     otherwise the model is moved there (and stays). `callback(record)` runs after each epoch.
-    `step`: "eager", "cuda_graph" or "compile" (see the module docstring); the settings in the
-    result say which ran ("static": cuda_graph's step uncaptured, on a device without CUDA)
-    and, for cuda_graph, `setup_seconds` (warm-up and capture).
+    `step`: "eager", "cuda_graph", "compile" or "auto" (see the module docstring); the settings
+    in the result say which ran ("static": cuda_graph's step uncaptured, on a device without
+    CUDA) and, for cuda_graph, `setup_seconds` (warm-up and capture).
     """
     if not _is_int(epochs) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -216,7 +245,7 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     dev = _model_device(model) if device is None else resolve_device(device)
     s = _settings(config, dev, step)
     start = time.perf_counter()
-    with speed_settings(dev, s["threads"]):
+    with speed_settings(dev, s["threads"], s.get("cudnn_benchmark", True)):
         model.to(dev)
         x = device_images(getattr(data, "x", None), dev)
         y = device_labels(getattr(data, "y", None), len(x), dev, _num_outputs(model))
@@ -431,7 +460,10 @@ def _check_finite(losses: torch.Tensor, epoch: int, steps: int) -> None:
                             f"{epoch}, step {step + 1} of {steps} (try a lower lr_start)")
 
 
-def _batches(model, x_np: np.ndarray, mean, std, device, batch_size):
+def _batches(model, x_np: np.ndarray, mean, std, device, batch_size, bf16: bool = False,
+             channels_last: bool = False):
+    """(offset, logits) per batch, the forward passes under bf16 autocast and with
+    channels_last input if asked (the caller puts the model in that layout)."""
     dev = _model_device(model) if device is None else resolve_device(device)
     model.to(dev)
     if not _is_int(batch_size) or batch_size < 1:
@@ -439,24 +471,36 @@ def _batches(model, x_np: np.ndarray, mean, std, device, batch_size):
     x = device_images(x_np, dev)
     scale, shift = normalizer(mean, std, x.shape[1], dev)
     for i in range(0, len(x), batch_size):
-        yield i, model(to_float(x[i:i + batch_size], scale, shift))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(bf16)):
+            logits = model(to_float(x[i:i + batch_size], scale, shift, channels_last))
+        yield i, logits
 
 
 def evaluate(model: nn.Module, data, *, mean: Sequence[float], std: Sequence[float],
-             device: str | torch.device | None = None, batch_size: int = 1000) -> EvalResult:
-    """Accuracy and mean cross-entropy of `model` on `data` (eval mode, fp32, no augmentation)."""
+             device: str | torch.device | None = None, batch_size: int = 1000,
+             bf16: bool = False, channels_last: bool = False) -> EvalResult:
+    """Accuracy and mean cross-entropy of `model` on `data` (eval mode, no augmentation).
+
+    fp32 and contiguous unless `bf16` (autocast) or `channels_last` ask otherwise; after a
+    training, `**eval_settings(config, device)` gives the training's own (what run_task does).
+    """
     dev = _model_device(model) if device is None else resolve_device(device)
     y = device_labels(data.y, len(data.x), dev, _num_outputs(model))
     was_training = model.training
     model.eval()
     sums = []  # (loss sum, correct) per batch, kept on the device until the end
+    if channels_last:   # outside inference mode: the weights must stay usable for training
+        model.to(dev, memory_format=torch.channels_last)
     try:
         with torch.inference_mode():
-            for i, logits in _batches(model, data.x, mean, std, dev, batch_size):
+            for i, logits in _batches(model, data.x, mean, std, dev, batch_size, bf16,
+                                      channels_last):
                 yb = y[i:i + len(logits)]
                 sums.append(torch.stack([F.cross_entropy(logits.float(), yb, reduction="sum"),
                                          (logits.argmax(1) == yb).sum().float()]))
     finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
         model.train(was_training)
     n = len(y)
     if n == 0:

@@ -12,10 +12,11 @@ from typing import Any
 import torch
 
 from .build import build, weights_of
+from .device import resolve_device
 from .errors import TrainingError
 from .seeds import derive_seed  # noqa: F401  (its old home; kept for imports)
 from .spec import Arch
-from .train import TrainConfig, evaluate, fit
+from .train import TrainConfig, eval_settings, evaluate, fit
 
 # build() seeds and restores the process-wide CPU generator around a network's initialisation;
 # tasks trained in threads of one process (parallel.streams) build one at a time.
@@ -36,7 +37,7 @@ class TrainTask:
     eval_part: str | None = "val"           # evaluated after training (None: no evaluation)
     init_seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
-    step: str = "eager"                     # how fit runs a step: eager, cuda_graph, compile
+    step: str = "eager"                     # how fit runs a step: eager, cuda_graph, compile, auto
 
 
 @dataclass
@@ -89,8 +90,11 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
             records = [dict(r) for r in result.records]   # fit raises on a NaN/inf loss
         ev = None
         if task.eval_part is not None:
+            dev = (resolve_device(device) if device is not None
+                   else next(model.parameters()).device)
             res = evaluate(model, _part(split, task.eval_part), mean=split.mean, std=split.std,
-                           device=device, batch_size=task.config.eval_batch_size)
+                           device=dev, batch_size=task.config.eval_batch_size,
+                           **eval_settings(task.config, dev))
             ev = {"accuracy": float(res.accuracy), "loss": float(res.loss)}
         model = model.to("cpu")
         return TrainOutcome(task.model_id, True, weights_of(model), records, ev,

@@ -108,6 +108,7 @@ class Dataset(_Shaped):
         `val` is a count (int) or a fraction in (0, 1); None means 10,000 for 'cifar10' and
         'cifar100' (the paper's 40,000/10,000 split) and 0.2 for every other dataset.
         """
+        check_classification(self)
         if val is None:
             val = CIFAR_VAL if self.name in CIFAR_NAMES else DEFAULT_VAL_FRACTION
         rng = np.random.default_rng(seed)
@@ -135,6 +136,32 @@ class Split(_Shaped):
     def train_full(self) -> ImageData:
         """Train + val together, for the final training of the best model (built once)."""
         return ImageData.concat(self.train, self.val)
+
+
+def check_classification(ds: Dataset) -> None:
+    """DataError unless `ds` makes a classification worth searching: at least 2 classes, every
+    class among the training images (labels 0..k-1, each used; so the test set has no class
+    that training lacks) and a test set that is not empty.
+
+    A search on one class, or with a class it never sees, would report a meaningless error;
+    `split` (every search's way to its data) refuses it before anything is written.
+    """
+    where = f"dataset {ds.name!r}"
+    k = len(ds.classes)
+    if k < 2:
+        raise DataError(f"{where} has a single class ({ds.classes[0]!r}); a classification "
+                        f"needs at least 2 classes (with one, every model scores 100%)")
+    counts = np.bincount(ds.train.y, minlength=k)
+    absent = np.flatnonzero(counts == 0)
+    if len(absent):
+        c = int(absent[0])
+        n_test = int(np.count_nonzero(ds.test.y == c))
+        also = f" but {n_test} test image{'s' * (n_test != 1)}" if n_test else ""
+        raise DataError(f"{where}: class {ds.classes[c]!r} has 0 training images{also} "
+                        f"(label {c}); every class needs training images (labels must run "
+                        f"0..{k - 1}, each used; {len(absent)} of the {k} classes have none)")
+    if len(ds.test) == 0:
+        raise DataError(f"{where} has no test images; the search's result is measured on them")
 
 
 def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:

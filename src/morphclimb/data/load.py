@@ -52,20 +52,30 @@ def load_dataset(source: str | Path = "mini-cifar10", root: str | Path | None = 
     raise DataError(f"no such file or directory: {path}")
 
 
-def load_split(c, progress: bool = False) -> tuple[Dataset, Split]:
+def load_split(c, progress: bool = False, download: bool = True) -> tuple[Dataset, Split]:
     """The dataset a search config names, and its train / validation / test split.
 
-    `c` is a SearchConfig (dataset, data_root, subset, val, split_seed are read).
+    `c` is a SearchConfig (dataset, data_root, subset, val, split_seed are read). With
+    `download=False` missing CIFAR files are a DataError instead of a download.
     """
     import numpy as np
 
     from ..seeds import derive_seed
-    from .core import stratified_indices
-    ds = load_dataset(c.dataset, root=c.data_root, progress=progress)
+    from .core import check_classification, stratified_indices
+    ds = load_dataset(c.dataset, root=c.data_root, download=download, progress=progress)
     if c.subset is not None and c.subset < len(ds.train):
+        check_classification(ds)
         rng = np.random.default_rng(derive_seed(c.split_seed, "subset"))
         _, keep = stratified_indices(ds.train.y, ds.num_classes, c.subset, rng, ds.classes,
                                      f"dataset {ds.name!r}")
+        kept = np.bincount(ds.train.y[keep], minlength=ds.num_classes)
+        if not kept.all():
+            k = int(np.flatnonzero(kept == 0)[0])
+            raise DataError(f"dataset {ds.name!r}: subset={c.subset} keeps no training image "
+                            f"of class {ds.classes[k]!r} (it has "
+                            f"{int(np.count_nonzero(ds.train.y == k))}); every class needs one, "
+                            f"so pick a larger subset (the {ds.num_classes} classes' shares "
+                            f"are kept)")
         ds = Dataset(f"{ds.name}-subset{c.subset}", ds.train.subset(keep), ds.test, ds.classes)
     val = int(c.val) if c.val is not None and c.val >= 1 else c.val
     return ds, ds.split(val=val, seed=c.split_seed)

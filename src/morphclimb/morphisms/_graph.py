@@ -177,6 +177,15 @@ def relayout(arch: Arch, state_dict: Mapping[str, torch.Tensor], lay: Mapping[st
             for p, fill in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0),
                             ("running_var", 1.0)):
                 out[key(n.id, p)] = _spread(state_dict[key(n.id, p)], lay[n.id], fill)
+        elif n.op == "dwconv" and n.id in lay:  # new channels pass through (centre one-hot)
+            w = state_dict[key(n.id, "weight")]
+            k = w.shape[-1]
+            new = w.new_zeros((lay[n.id][0], *w.shape[1:]))
+            new[:, 0, k // 2, k // 2] = 1.0
+            new[_where(lay[n.id][1], len(w), w.device)] = w
+            out[key(n.id, "weight")] = new
+            if has_bias(n):
+                out[key(n.id, "bias")] = _spread(state_dict[key(n.id, "bias")], lay[n.id], 0.0)
     return out
 
 
@@ -230,3 +239,130 @@ def check_probe(arch: Arch, state_dict: Mapping[str, torch.Tensor],
                             f"reads (N, {', '.join(map(str, want))})")
     dtype, device = dtype_device(state_dict)
     return probe.to(dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------- removing channels
+# The approximate morphisms take channels away; `Keep` names the old channels a node keeps
+# (ascending indices into its old channels).
+Keep = tuple[int, ...]
+
+
+def narrow_propagate(arch: Arch, seeds: Mapping[str, Keep]) -> dict[str, Keep]:
+    """The kept channels of every node whose channels shrink when the `seeds` nodes keep only
+    theirs (computed on the parent arch). Like `propagate`: per-channel ops pass it on, a concat
+    combines its inputs' kept channels, an add needs all its inputs to keep the same channels
+    (else LayoutConflict names it), conv/linear stop it."""
+    keep: dict[str, Keep] = {}
+    for n in arch.nodes:
+        if n.id in seeds:
+            keep[n.id] = tuple(seeds[n.id])
+            continue
+        ins = [keep.get(i) for i in n.inputs]
+        if all(x is None for x in ins):
+            continue
+        if n.op in PRESERVING:
+            keep[n.id] = ins[0]
+        elif n.op == "add":
+            if any(x != ins[0] for x in ins):
+                raise LayoutConflict(n.id)
+            keep[n.id] = ins[0]
+        elif n.op == "concat":
+            total, pos = 0, []
+            for i, x in zip(n.inputs, ins):
+                c = arch.channels(i)
+                pos.extend(total + p for p in (range(c) if x is None else x))
+                total += c
+            keep[n.id] = tuple(pos)
+    return keep
+
+
+def _take(t: torch.Tensor, idx: Keep | None, dim: int = 0) -> torch.Tensor:
+    if idx is None:
+        return t
+    return t.index_select(dim, torch.tensor(idx, dtype=torch.long, device=t.device))
+
+
+def narrow(parent: Arch, child: Arch, state_dict: Mapping[str, torch.Tensor],
+           keep: Mapping[str, Keep]) -> dict[str, torch.Tensor]:
+    """The child's state dict: every child node's weights from the parent's, with the channels
+    in `keep` (by parent node id, from `narrow_propagate`) selected; a conv or linear layer
+    reading a narrowed node keeps the matching input columns. Nodes the child lacks lose their
+    weights; untouched tensors are shared."""
+    out = weights_for(child, state_dict)
+    for n in child.nodes:
+        if n.id not in parent.by_id:
+            continue
+        old = parent[n.id]
+        if n.op in ("conv", "linear"):
+            lin = keep.get(old.inputs[0])
+            lout = keep.get(n.id) if n.op == "conv" else None
+            if lin is None and lout is None:
+                continue
+            w = _take(_take(state_dict[key(n.id, "weight")], lout, 0), lin, 1)
+            out[key(n.id, "weight")] = w
+            if lout is not None and has_bias(n):
+                out[key(n.id, "bias")] = _take(state_dict[key(n.id, "bias")], lout)
+        elif n.op in ("bn", "dwconv") and n.id in keep:
+            for name in child.weight_shapes(n.id):
+                t = state_dict[key(n.id, name)]
+                out[key(n.id, name)] = t if t.dim() == 0 else _take(t, keep[n.id])
+    return out
+
+
+def weights_for(arch: Arch, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of `state_dict` that belong to nodes of `arch` (shared, not copied)."""
+    from ..build import PREFIX
+    return {k: v for k, v in state_dict.items()
+            if k[len(PREFIX):].split(".", 1)[0] in arch.by_id}
+
+
+def live(nodes: Iterable, output: str) -> list:
+    """The nodes the output depends on, in their order (the rest are dead after a removal)."""
+    nodes = list(nodes)
+    need = {output}
+    for n in reversed(nodes):
+        if n.id in need:
+            need.update(n.inputs)
+    return [n for n in nodes if n.id in need]
+
+
+def fold_scale(arch: Arch, state_dict: Mapping[str, torch.Tensor], node_id: str,
+               a: float) -> dict[str, torch.Tensor] | None:
+    """Weights under which the readers of `node_id`, fed x, compute what they computed when fed
+    a * x (a > 0), or None where that cannot be written into them.
+
+    conv, dwconv and linear readers scale their weights by a, an add its weight for that input,
+    a BN its running mean by 1/a (and variance so that eval mode is exact: v' = (v + eps)/a^2 -
+    eps, gamma adjusted if that would be negative); relu, max-pool and gap pass the factor on
+    to their readers (positively homogeneous); a concat reader would need a per-channel factor
+    and is not supported (None).
+    """
+    from ..build import BN_EPS
+    if not a > 0:
+        return None
+    if a == 1:
+        return dict(state_dict)
+    out = dict(state_dict)
+    scaled = {node_id}
+    for n in arch.nodes[arch.position[node_id] + 1:]:
+        hits = [k for k, i in enumerate(n.inputs) if i in scaled]
+        if not hits:
+            continue
+        if n.op in ("relu", "maxpool", "gap"):
+            scaled.add(n.id)
+        elif n.op in ("conv", "dwconv", "linear"):
+            out[key(n.id, "weight")] = state_dict[key(n.id, "weight")] * a
+        elif n.op == "add":
+            w = state_dict[key(n.id, "weight")].clone()
+            w[hits] = w[hits] * a
+            out[key(n.id, "weight")] = w
+        elif n.op == "bn":
+            m, v = state_dict[key(n.id, "running_mean")], state_dict[key(n.id, "running_var")]
+            g = state_dict[key(n.id, "weight")]
+            v2 = ((v + BN_EPS) / a ** 2 - BN_EPS).clamp_min(0.0)
+            out[key(n.id, "running_mean")] = m / a
+            out[key(n.id, "running_var")] = v2
+            out[key(n.id, "weight")] = g * (a * torch.sqrt(v2 + BN_EPS) / torch.sqrt(v + BN_EPS))
+        else:
+            return None
+    return out

@@ -13,6 +13,7 @@ from ..build import check_weights
 from ..errors import MorphismError
 from ..spec import Arch
 from ._graph import check_probe
+from .measure import output_change
 
 StateDict = dict[str, torch.Tensor]
 # choices(arch) -> [(position, [option, ...]), ...], only positions with at least one option
@@ -30,6 +31,9 @@ class Morphism:
     apply_record: Callable[..., tuple[Arch, StateDict, dict[str, Any]]]
     fields: tuple[str, ...]  # the record's input fields, besides "op"
     outputs: tuple[str, ...]  # output-only fields, accepted and ignored on input
+    # approximate (LEMONADE): the child need not compute what the parent computed; `apply`
+    # with a probe batch records the relative change of the output in the field "change"
+    approximate: bool = False
 
     def candidates(self, arch: Arch) -> list[dict[str, Any]]:
         """Every valid record for `arch` (input fields only)."""
@@ -47,11 +51,17 @@ class Morphism:
     def apply(self, arch: Arch, state_dict: Mapping[str, torch.Tensor], record: Mapping,
               rng: np.random.Generator, probe: torch.Tensor | None = None
               ) -> tuple[Arch, StateDict, dict[str, Any]]:
-        """Apply one record; returns (arch, state_dict, record with its output fields)."""
+        """Apply one record; returns (arch, state_dict, record with its output fields).
+
+        An approximate operator given a probe batch adds "change": `output_change` of the
+        child against the parent on that batch."""
         check_record(self, record)
         check_weights(arch, state_dict, MorphismError)
         probe = check_probe(arch, state_dict, probe)
-        return self.apply_record(arch, state_dict, dict(record), rng, probe)
+        new_arch, new_sd, full = self.apply_record(arch, state_dict, dict(record), rng, probe)
+        if self.approximate and probe is not None:
+            full["change"] = output_change(arch, state_dict, new_arch, new_sd, probe)
+        return new_arch, new_sd, full
 
     def run(self, arch: Arch, state_dict: Mapping[str, torch.Tensor], rng: np.random.Generator,
             probe: torch.Tensor | None, given: dict[str, Any]) -> tuple[Arch, StateDict]:

@@ -6,7 +6,13 @@ several processes (the local executor) and without copying the data set to each 
 split's arrays are uploaded once (augment.device_images) and every thread reads the same
 device tensors. With `cuda_graph=True` each child's training step is captured as a CUDA graph
 (train.fit's step="cuda_graph"), which also takes the per-kernel launch cost off the Python
-threads, which share one interpreter lock.
+threads, which share one interpreter lock: eager training in several threads is bound by that
+lock (and by the one autograd thread per device), so on a GPU the graphs are what can scale.
+
+The slot threads are started on the first run() and live until close(): what PyTorch keeps per
+thread (cuDNN's autotuned plans, with cudnn.benchmark on; the cuBLAS and cuDNN handles and
+workspaces) is made once per slot, not once per run, so a search step's convolutions are
+tuned only for the shapes the slot has not seen before.
 
 On a CPU the slots are plain threads, each running its tasks with `threads` intra-op threads.
 
@@ -14,7 +20,8 @@ Training a task is still `worker.run_task`, a pure function of the task: on the 
 same thread count per task, the outcomes (weights, curves, metrics) are bitwise those of the
 serial executor (tests/test_gpu_bench.py checks this); on CUDA they agree within CUDA's own
 run-to-run non-determinism (cuDNN autotuning picks kernels per process). A task that raises
-comes back as a failed outcome, as under the other executors.
+comes back as a failed outcome, as under the other executors. torch.compile is not thread-safe,
+so tasks with step="compile" are refused (ConfigError) before anything starts.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import dataclasses
 import queue
 import threading
 import traceback
-from collections import deque
 
 import torch
 
@@ -36,11 +42,21 @@ from ..worker import TrainOutcome, TrainTask, run_isolated
 from .transport import OnDone, OnEpoch, failed, with_threads
 
 PER_GPU = 8   # default slots per GPU: the paper's n_neigh (a whole step at once)
+POLL = 1.0    # seconds run() waits for a message before it checks that a slot is still alive
 
 
 class _Stopped(BaseException):
     """Raised inside a slot's epoch callback to abandon its task (not an Exception, so that
     run_task and run_isolated let it through)."""
+
+
+class _Run:
+    """One run() call: its tasks, the messages the slots send back for it, its stop flag."""
+
+    def __init__(self, tasks: list[TrainTask]):
+        self.tasks = tasks
+        self.messages: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
 
 
 def slot_devices(device: torch.device, concurrency: int | None) -> list[str]:
@@ -79,6 +95,7 @@ class StreamExecutor:
     threads per slot on the CPU (default cores // concurrency; also given to every task whose
     config leaves `threads` unset). `cuda_graph=True` trains every task with
     step="cuda_graph" (train.fit). `on_epoch(model_id, record)` runs in the calling thread.
+    The slot threads start on the first run() and end at close() (or the `with` block's end).
     """
 
     name = "streams"
@@ -100,6 +117,10 @@ class StreamExecutor:
         self.cuda_graph = bool(cuda_graph)
         self.streams = ([side_stream(d, ("streams", k)) for k, d in enumerate(self.devices)]
                         if self.device.type == "cuda" else [None] * self.concurrency)
+        self._jobs: queue.Queue = queue.Queue()    # (run, task index), or None: end the slot
+        self._slots: list[threading.Thread] = []
+        self._broken: dict[int, str] = {}          # slot -> why its thread could not start
+        self._closed = False
         self._held = self._upload()
 
     def _upload(self) -> list[torch.Tensor]:
@@ -116,95 +137,149 @@ class StreamExecutor:
 
     def _prepare(self, task: TrainTask) -> TrainTask:
         task = with_threads(task, self.threads)
-        if self.cuda_graph:
+        if self.cuda_graph and task.step != "compile":
             task = dataclasses.replace(task, step="cuda_graph")
+        if task.step == "compile":
+            raise ConfigError(f"the stream executor cannot train {task.model_id} with "
+                              "train_step=compile (torch.compile is not thread-safe); use "
+                              "train_step=cuda_graph or eager, or another executor")
         return task
+
+    @property
+    def threads_started(self) -> list[threading.Thread]:
+        """The slot threads started so far (alive until close())."""
+        return list(self._slots)
+
+    def _start_slots(self, n: int) -> None:
+        while len(self._slots) < min(n, self.concurrency):
+            k = len(self._slots)
+            t = threading.Thread(target=self._slot, args=(k,), name=f"morphclimb-stream-{k}",
+                                 daemon=True)
+            self._slots.append(t)
+            t.start()
 
     def run(self, tasks: list[TrainTask], on_done: OnDone | None = None) -> list[TrainOutcome]:
         """Train every task; `on_done(outcome)` runs here, in the calling thread, as each one
-        finishes. Returns the outcomes in the order of `tasks`."""
+        finishes. Returns the outcomes in the order of `tasks`.
+
+        An exception raised by a callback (on_done, on_epoch) stops every slot at its next
+        epoch's end; run() waits for that, then re-raises: nothing of this run trains on."""
+        if self._closed:
+            raise RuntimeError("this StreamExecutor is closed")
         tasks = [self._prepare(t) for t in tasks]
-        outcomes: list[TrainOutcome | None] = [None] * len(tasks)
         if not tasks:
             return []
-        todo = deque(range(len(tasks)))
-        messages: queue.Queue = queue.Queue()
-        stop = threading.Event()
-        slots = [threading.Thread(target=self._slot, args=(k, tasks, todo, messages, stop),
-                                  name=f"morphclimb-stream-{k}", daemon=True)
-                 for k in range(min(self.concurrency, len(tasks)))]
-        for t in slots:
-            t.start()
-        running, crash = len(slots), None
+        self._start_slots(len(tasks))
+        r = _Run(tasks)
+        for i in range(len(tasks)):
+            self._jobs.put((r, i))
+        outcomes: list[TrainOutcome | None] = [None] * len(tasks)
+        pending = len(tasks)
         try:
-            while running:
-                kind, *rest = messages.get()
-                if kind == "exit":
-                    running -= 1
-                elif kind == "crash":
-                    crash = rest[0]
-                elif kind == "epoch":
-                    self.on_epoch(*rest)
-                else:
+            while pending:
+                msg = self._next(r)
+                if msg is None:          # no slot thread is alive: the rest fail below
+                    break
+                kind, *rest = msg
+                if kind == "epoch":
+                    if self.on_epoch is not None:
+                        self.on_epoch(*rest)
+                    continue
+                pending -= 1
+                if kind == "done":
                     i, out = rest
                     outcomes[i] = out
                     if on_done is not None:
                         on_done(out)
         except BaseException:
-            stop.set()   # each slot stops at its next epoch's end; nothing half-done is kept
-            for t in slots:
-                t.join()
+            r.stop.set()   # each slot stops at its next epoch's end; nothing half-done is kept
+            self._drain(r, pending)
             raise
-        for t in slots:
-            t.join()
-        for i, out in enumerate(outcomes):   # only if every slot thread broke down
+        r.stop.set()       # jobs still queued (only if every slot broke down) are dropped
+        why = "; ".join(f"slot {k}: {e}" for k, e in sorted(self._broken.items()))
+        for i, out in enumerate(outcomes):
             if out is None:
-                outcomes[i] = failed(tasks[i], f"stream executor slot failed: {crash}")
+                outcomes[i] = failed(tasks[i], f"stream executor: no slot could train it: "
+                                               f"{why}"[:2000])
                 if on_done is not None:
                     on_done(outcomes[i])
         return outcomes  # type: ignore[return-value]
 
-    def _slot(self, k: int, tasks: list[TrainTask], todo: deque, messages: queue.Queue,
-              stop: threading.Event) -> None:
-        """One thread: take the next task until none is left (or `stop`), on slot k's stream."""
+    def _next(self, r: _Run):
+        """The next message for run `r`, or None once no slot thread is alive."""
+        while True:
+            try:
+                return r.messages.get(timeout=POLL)
+            except queue.Empty:
+                if not any(t.is_alive() for t in self._slots):
+                    return None
+
+    def _drain(self, r: _Run, pending: int) -> None:
+        """Wait until every job of the stopped run `r` has ended (done, or dropped)."""
+        while pending:
+            msg = self._next(r)
+            if msg is None:
+                return
+            if msg[0] != "epoch":
+                pending -= 1
+
+    def _slot(self, k: int) -> None:
+        """Slot k's thread: set up once (device, threads, stream, CUDA handles), then train
+        the jobs it takes from the queue until close() sends None."""
+        dev = self.devices[k]
+        stream = self.streams[k]
         try:
-            dev = self.devices[k]
-            if self.streams[k] is not None:
+            if stream is not None:
                 torch.cuda.set_device(torch.device(dev))   # the current device is per thread
             if self.threads is not None:
                 torch.set_num_threads(self.threads)
-            ctx = (torch.cuda.stream(self.streams[k]) if self.streams[k] is not None
-                   else contextlib.nullcontext())
+            ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
             with ctx:
-                if self.streams[k] is not None:
+                if stream is not None:
                     with CAPTURE_LOCK:
                         _first_cuda_work(torch.device(dev))
-                while not stop.is_set():
-                    try:
-                        i = todo.popleft()
-                    except IndexError:
-                        return
-                    task = tasks[i]
+                self._serve(k, dev)
+        except BaseException as e:  # noqa: BLE001 - run() fails the tasks no slot can take
+            self._broken[k] = (f"{type(e).__name__}: {e}\n"
+                               f"{traceback.format_exc(limit=3)}")
 
-                    def callback(record, _id=task.model_id):
-                        if stop.is_set():
-                            raise _Stopped
-                        if self.on_epoch is not None:
-                            messages.put(("epoch", _id, dict(record)))
+    def _serve(self, k: int, dev: str) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            r, i = job
+            if r.stop.is_set():
+                r.messages.put(("dropped", i))
+                continue
+            task = r.tasks[i]
 
-                    try:
-                        out = run_isolated(task, self.split, dev, callback)
-                    except _Stopped:
-                        return
-                    messages.put(("done", i, out))
-        except BaseException as e:  # noqa: BLE001 - reported to run(), which fails the rest
-            messages.put(("crash", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
-        finally:
-            messages.put(("exit",))
+            def callback(record, _id=task.model_id, _r=r):
+                if _r.stop.is_set():
+                    raise _Stopped
+                if self.on_epoch is not None:
+                    _r.messages.put(("epoch", _id, dict(record)))
+
+            try:
+                out = run_isolated(task, self.split, dev, callback)
+            except _Stopped:
+                r.messages.put(("dropped", i))
+                continue
+            except BaseException as e:  # noqa: BLE001 - the slot stays up for the next job
+                out = failed(task, f"stream executor slot {k}: {type(e).__name__}: {e}\n"
+                                   f"{traceback.format_exc(limit=3)}"[:2000])
+            r.messages.put(("done", i, out))
 
     def close(self) -> None:
-        """Release this executor's hold on the uploaded data (the device copies stay cached
-        while the split's arrays live; augment.clear_device_cache() drops them)."""
+        """End the slot threads (after the job each one is on) and release this executor's
+        hold on the uploaded data (the device copies stay cached while the split's arrays
+        live; augment.clear_device_cache() drops them). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            for _ in self._slots:
+                self._jobs.put(None)
+            for t in self._slots:
+                t.join()
         self._held = []
 
     def __enter__(self):

@@ -1,0 +1,335 @@
+"""The rules that decide a search's result, each tested so that the test fails when the rule is
+ignored (issue 21: bugs planted in these places passed every other test; see docs/mutation.md).
+
+Expected values are worked out here from the rule as documented, not read back from the code
+under test: which candidate wins given its records, how many candidates a rung keeps, the
+learning rates a no-SGDR climb trains with, what a stopped climb predicted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+import morphclimb.journal as journal
+import morphclimb.nash as nash
+from conftest import TINY
+from morphclimb.build import build
+from morphclimb.config import SearchConfig
+from morphclimb.ensemble import ensemble_across_runs, ensemble_proba, evaluate_members
+from morphclimb.journal import RunDir
+from morphclimb.morphisms import apply_morphism
+from morphclimb.nash import Climber, hill_climb, load_split, ranked, resume
+from morphclimb.state import RunState
+from morphclimb.train import predict_proba
+
+LR = SearchConfig().lr_start      # 0.05: the lr every run below starts its cycles at
+
+
+def cfg(npz, **kw) -> SearchConfig:
+    return SearchConfig.from_dict({**TINY, "dataset": npz, **kw})
+
+
+def summary(out):
+    r = json.loads((out / "results.json").read_text())
+    vals = {c["model"]: c["val_accuracy"] for s in r["steps"] for c in s["children"]}
+    return {"arch": r["final"]["arch"], "test": r["final"]["test_accuracy"],
+            "best": [s["best"] for s in r["steps"]], "vals": vals}
+
+
+def passes(epochs, n_train, n_eval):
+    """Training-pass equivalents, as budget.py's docstring defines them: an evaluation costs a
+    third of a training pass per image."""
+    return epochs * n_train + n_eval / 3
+
+
+# ------------------------------------------------------------------ the step decision
+def _rec(model, acc, loss, **kw):
+    return {"event": "model_trained", "model": model, "val_accuracy": acc, "val_loss": loss,
+            "params": 10, **kw}
+
+
+def _decide(recs, step=1):
+    c = Climber.__new__(Climber)
+    c.state = RunState()
+    c.log = lambda rec: rec
+    return c.decide(step, {"model": "m0"}, recs)["model"]
+
+
+@pytest.mark.parametrize("recs, winner", [
+    # accuracy first, whatever the loss
+    ([_rec("s01c1", 0.61, 9.0), _rec("s01inc", 0.60, 0.1)], "s01c1"),
+    # a child that ties the incumbent on accuracy with a lower loss wins ...
+    ([_rec("s01c1", 0.60, 0.50), _rec("s01inc", 0.60, 0.70)], "s01c1"),
+    ([_rec("s01inc", 0.60, 0.70), _rec("s01c1", 0.60, 0.50)], "s01c1"),
+    # ... with a higher loss it loses ...
+    ([_rec("s01c1", 0.60, 0.90), _rec("s01inc", 0.60, 0.70)], "s01inc"),
+    # ... and on a tie of both the incumbent stays, wherever it is listed
+    ([_rec("s01c1", 0.60, 0.70), _rec("s01c2", 0.60, 0.70), _rec("s01inc", 0.60, 0.70)],
+     "s01inc"),
+    # among children tied on both, the earlier one
+    ([_rec("s01c2", 0.60, 0.70), _rec("s01c1", 0.60, 0.70), _rec("s01inc", 0.5, 0.1)],
+     "s01c2"),
+    # a failed candidate never wins, however it is scored
+    ([{"event": "child_failed", "model": "s01c1", "val_accuracy": 1.0, "val_loss": 0.0},
+      _rec("s01inc", 0.1, 2.0)], "s01inc"),
+])
+def test_step_decision_accuracy_then_loss_then_incumbent(recs, winner):
+    assert _decide(recs) == winner
+
+
+def test_ranked_orders_rung_candidates_like_the_step_decision():
+    # rung records carry the candidate they continue; the incumbent's rung model counts as it
+    recs = [_rec("s02c1r1", 0.5, 0.6, candidate="s02c1"),
+            _rec("s02incr1", 0.5, 0.6, candidate="s02inc"),
+            _rec("s02c2r1", 0.5, 0.4, candidate="s02c2"),
+            _rec("s02c3r1", 0.7, 0.9, candidate="s02c3"),
+            {"event": "child_failed", "model": "s02c4r1"}]
+    assert [r["model"] for r in ranked(2, recs)] == ["s02c3r1", "s02c2r1", "s02incr1",
+                                                      "s02c1r1"]
+    # the incumbent of another step gets no preference
+    assert [r["model"] for r in ranked(3, recs[:2])] == ["s02c1r1", "s02incr1"]
+
+
+def test_a_step_where_every_candidate_failed_names_the_first_reason():
+    from morphclimb.errors import TrainingError
+    recs = [{"event": "child_failed", "model": "s01c1", "reason": "diverged\ntraceback"},
+            {"event": "child_failed", "model": "s01inc", "reason": "other"}]
+    with pytest.raises(TrainingError, match=r"step 1: every candidate failed \(first: "
+                                            r"diverged\); to go on"):
+        _decide(recs)
+
+
+# ------------------------------------------------------------------ SGDR on and off
+@pytest.mark.parametrize("sgdr", [True, False])
+def test_the_climb_trains_with_sgdr_or_a_constant_lr(tiny_npz, tmp_path, sgdr):
+    out = tmp_path / "run"
+    hill_climb(cfg(tiny_npz, n_steps=1, epoch_neigh=2, epoch_final=2, sgdr_climb=sgdr), out)
+    st = RunDir.open(out).state()
+    # the lr at the end of epoch 1 and 2 of a 2-epoch cycle: halfway down the cosine, then 0
+    cosine = [LR * 0.5 * (1 + math.cos(math.pi / 2)), 0.0]
+    climb = [r for r in st.trained.values() if r["role"] in ("child", "incumbent")]
+    assert len(climb) == 3
+    for r in climb:
+        lrs = [c["lr"] for c in r["curves"]]
+        assert lrs == pytest.approx(cosine if sgdr else [LR, LR], abs=1e-12), r["model"]
+    # model_0 and the final training always follow SGDR (the paper's ablation is the climb's)
+    assert [c["lr"] for c in st.trained["final"]["curves"]] == pytest.approx(cosine, abs=1e-12)
+    assert [c["lr"] for c in st.trained["m0"]["curves"]] == pytest.approx([0.0], abs=1e-12)
+
+
+# ------------------------------------------------------------------ successive halving
+def test_halving_keeps_the_ceiling_of_n_over_eta(tiny_npz, tmp_path):
+    """The recommended rungs=[1,1,2], eta=2 with 5 candidates: 5 -> 3 -> 2 (not 5 -> 2 -> 1),
+    and (without SGDR) every rung at the constant lr."""
+    out = tmp_path / "run"
+    hill_climb(cfg(tiny_npz, n_steps=1, n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2,
+                   sgdr_climb=False), out)
+    st = RunDir.open(out).state()
+    cands = ["s01c1", "s01c2", "s01c3", "s01c4", "s01inc"]
+    r1, r2 = st.rungs[(1, 1)], st.rungs[(1, 2)]
+    assert sorted(r1["kept"] + r1["cut"]) == sorted(f"{c}r1" for c in cands)
+    assert (len(r1["kept"]), len(r1["cut"])) == (3, 2)               # ceil(5 / 2) = 3
+    assert sorted(m[:-1] + "1" for m in r2["kept"] + r2["cut"]) == sorted(r1["kept"])
+    assert (len(r2["kept"]), len(r2["cut"])) == (2, 1)               # ceil(3 / 2) = 2
+    assert (1, 3) not in st.rungs                                    # the last rung decides
+    last = sorted(m[:-1] + "3" for m in r2["kept"])
+    d = st.decided[1]
+    assert d["best"] in last
+    assert sorted(d["candidates"]) == sorted(last + r1["cut"] + r2["cut"])
+    # each rung keeps the best by accuracy, then loss, the incumbent first on ties
+    for rung in (r1, r2):
+        recs = [st.trained[m] for m in rung["kept"] + rung["cut"]]
+        order = sorted(recs, key=lambda r: (-r["val_accuracy"], r["val_loss"],
+                                            r["candidate"] != "s01inc",
+                                            cands.index(r["candidate"])))
+        assert rung["kept"] == [r["model"] for r in order[:len(rung["kept"])]]
+    # epochs: 5 candidates x 1 + 3 x 1 + 2 x 2; the winner grew by epoch_neigh
+    step = [r for r in st.trained.values() if r.get("step") == 1
+            and r["role"] in ("child", "incumbent")]
+    assert sorted(r["epochs"] for r in step) == [1] * 8 + [2] * 2
+    assert st.trained[d["best"]]["lineage"] - st.trained["m0"]["lineage"] == 4
+    for r in step:
+        assert [c["lr"] for c in r["curves"]] == [LR] * r["epochs"], r["model"]
+
+
+# ------------------------------------------------------------------ time budget
+@pytest.mark.parametrize("halving", [False, True])
+def test_a_stopped_climb_journals_the_cost_it_predicted(tiny_npz, tmp_path, halving):
+    """The prediction that stops a climb, recomputed from budget.py's documented model: one
+    measured training (model_0) gives seconds per pass and MFLOP; 15 % margin."""
+    kw = (dict(n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2) if halving
+          else dict(n_neigh=3, epoch_neigh=2))
+    c = cfg(tiny_npz, n_steps=1, epoch_final=2, time_budget=0.01, **kw)
+    out = tmp_path / "run"
+    hill_climb(c, out)
+    st = RunDir.open(out).state()
+    _, split = load_split(c)
+    n_train, n_val = len(split.train), len(split.val)
+    n_full, n_test = len(split.train_full), len(split.test)
+    m0 = st.trained["m0"]
+    per_mflop_pass = 1.15 * m0["seconds"] / passes(1, n_train, n_val) / m0["mflops"]
+    sizes = [r["mflops"] for r in st.made.values()] + [m0["mflops"]]   # children + incumbent
+    assert len(sizes) == c.n_neigh
+    if halving:   # 5 candidates 1 epoch, ceil(5/2) = 3 of them 1 more, ceil(3/2) = 2 of them 2
+        want = statistics.mean(sizes) * (8 * passes(1, n_train, n_val)
+                                         + 2 * passes(2, n_train, n_val))
+    else:
+        want = sum(sizes) * passes(2, n_train, n_val)
+    got = st.stopped["predicted"]
+    assert got["step 1"] == pytest.approx(per_mflop_pass * want, rel=1e-9)
+    assert got["final"] == pytest.approx(per_mflop_pass * m0["mflops"]
+                                         * passes(2, n_full, n_test), rel=1e-9)
+    assert set(got) == {"step 1", "final"}
+    assert st.trained["final"]["parent"] == "m0"
+
+
+def test_a_resumed_run_counts_the_time_spent_before_the_kill(tiny_npz, tmp_path, monkeypatch):
+    """Session 1 has (as its clock says) run 10^6 s when it is killed; a resume under a one-hour
+    budget must stop the climb at once, not start counting from zero."""
+    spent = {"s": 0.0}
+    real = nash.Climber.clock
+    monkeypatch.setattr(nash.Climber, "clock", lambda self: real(self) + spent["s"])
+
+    def kill(e):
+        if e["event"] == "train_start" and e["model"] == "s01c2":
+            spent["s"] = 1e6            # passed the budget check for s01c2 before this
+        if e["event"] == "model_trained" and e["model"] == "s01c2":
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        hill_climb(cfg(tiny_npz, time_budget=3600), out, callback=kill)
+    assert RunDir.open(out).state().clock >= 1e6
+    spent["s"] = 0.0                    # the resumed session's own clock is honest
+    resume(out)
+    st = RunDir.open(out).state()
+    resumed = next(r for r in RunDir.open(out).records() if r["event"] == "run_resumed")
+    assert resumed["clock"] >= 1e6                       # the search clock goes on
+    assert st.stopped is not None and st.stopped["step"] == 1
+    assert "the rest of step 1" in st.stopped["reason"]
+    assert not st.decided and "s01inc" not in st.trained
+    assert st.trained["final"]["parent"] == "m0"
+
+
+# ------------------------------------------------------------------ children
+def test_a_child_equal_to_an_earlier_child_is_redrawn(tiny_npz, tmp_path, monkeypatch):
+    real = nash.apply_random_morphisms
+    made = []
+
+    def second_repeats_first(arch, weights, n, rng, probe=None):
+        if len(made) == 1:      # the second draw of the step: child 1's network again
+            made.append(made[0])
+            return made[0]
+        made.append(real(arch, weights, n, rng, probe=probe))
+        return made[-1]
+
+    monkeypatch.setattr(nash, "apply_random_morphisms", second_repeats_first)
+    out = tmp_path / "run"
+    hill_climb(cfg(tiny_npz, n_steps=1), out)
+    st = RunDir.open(out).state()
+    assert [(r["model"], r["draw"]) for r in st.redrawn] == [("s01c2", 0)]
+    assert st.redrawn[0]["reason"] == "same architecture as s01c1"
+    assert st.made["s01c2"]["draw"] == 1
+    run = RunDir.open(out)
+    archs = {json.dumps(run.load_arch(m).to_dict(), sort_keys=True)
+             for m in ("m0", "s01c1", "s01c2")}
+    assert len(archs) == 3
+
+
+def test_each_child_carries_n_nm_morphisms(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    hill_climb(cfg(tiny_npz, n_steps=1, n_nm=3), out)
+    run = RunDir.open(out)
+    st = run.state()
+    arch0, w0 = run.load_model("m0")
+    assert sorted(st.made) == ["s01c1", "s01c2"]
+    for cid, rec in st.made.items():
+        assert len(rec["morphisms"]) == 3, cid
+        arch, w = arch0, w0        # the journaled morphisms, replayed, give the child
+        for m in rec["morphisms"]:
+            arch, w = apply_morphism(arch, w, m, np.random.default_rng(0))
+        assert arch.to_dict() == run.load_arch(cid).to_dict(), cid
+
+
+# ------------------------------------------------------------------ ensembles
+def test_an_ensemble_of_identical_runs_equals_the_single_model(tiny_npz, tmp_path):
+    a = tmp_path / "a"
+    hill_climb(cfg(tiny_npz, n_steps=1), a)
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    final = RunDir.open(a).state().trained["final"]
+    ens = ensemble_across_runs([a, b])
+    assert ens["test_accuracy"] == final["test_accuracy"]
+    assert ens["params"] == 2 * final["params"]
+    c = cfg(tiny_npz, n_steps=1)
+    _, split = load_split(c)
+    arch, w = RunDir.open(a).load_model("final")
+    one = predict_proba(build(arch, w).eval(), split.test.x, mean=split.mean, std=split.std)
+    two = ensemble_proba([build(arch, w).eval(), build(arch, w).eval()], split.test.x,
+                         split.mean, split.std)
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-7)
+    # members that differ: the plain mean of their probabilities
+    arch0, w0 = RunDir.open(a).load_model("m0")
+    zero = predict_proba(build(arch0, w0).eval(), split.test.x, mean=split.mean, std=split.std)
+    mixed = ensemble_proba([build(arch0, w0).eval(), build(arch, w).eval()], split.test.x,
+                           split.mean, split.std)
+    assert np.abs(zero - one).max() > 1e-3
+    np.testing.assert_allclose(mixed, (zero + one) / 2, rtol=0, atol=1e-7)
+    members = evaluate_members(RunDir.open(a), ["final", "final"], split.test, split.mean,
+                               split.std, None)
+    assert members["test_accuracy"] == final["test_accuracy"]
+    assert members["test_loss"] == pytest.approx(final["test_loss"], rel=1e-5)
+
+
+# ------------------------------------------------------------------ a kill mid-checkpoint
+@pytest.mark.parametrize("where", ["weights", "arch"])
+def test_a_kill_while_writing_a_checkpoint_is_redone_on_resume(tiny_npz, tmp_path,
+                                                               monkeypatch, where):
+    """Killed while s01c2's checkpoint is half written (inside the weights file, or after the
+    weights and before arch.json): the journal has no record of it, so the resume trains it
+    again and the run ends as an uninterrupted one."""
+    full = tmp_path / "full"
+    hill_climb(cfg(tiny_npz, n_steps=1), full)
+    real_save, real_write = safetensors.torch.save_file, journal._atomic_write
+    victim = "models/s01c2/"
+
+    def torn_save(tensors, path, metadata=None):
+        if victim in path:
+            with open(path, "wb") as f:
+                f.write(b"\x00" * 10)           # half a file, then the kill
+            raise KeyboardInterrupt
+        return real_save(tensors, path, metadata=metadata)
+
+    def killed_before_arch(path, data):
+        if victim in str(path) and path.name == "arch.json":
+            raise KeyboardInterrupt
+        return real_write(path, data)
+
+    if where == "weights":   # journal.py imports save_file when it writes (or at the top)
+        monkeypatch.setattr(safetensors.torch, "save_file", torn_save)
+        if hasattr(journal, "save_file"):
+            monkeypatch.setattr(journal, "save_file", torn_save)
+    else:
+        monkeypatch.setattr(journal, "_atomic_write", killed_before_arch)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        hill_climb(cfg(tiny_npz, n_steps=1), out)
+    assert "s01c2" not in RunDir.open(out).state().trained
+    monkeypatch.undo()
+    resume(out)
+    assert summary(out) == summary(full)
+    assert not list(out.rglob("*.tmp"))
+    trained = [r["model"] for r in RunDir.open(out).records("model_trained")]
+    assert trained.count("s01c2") == 1 and len(trained) == len(set(trained))
+    arch, w = RunDir.open(out).load_model("s01c2")
+    ref_arch, ref_w = RunDir.open(full).load_model("s01c2")
+    assert arch.to_dict() == ref_arch.to_dict()
+    assert all(torch.equal(w[k], ref_w[k]) for k in ref_w)

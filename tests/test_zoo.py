@@ -1,0 +1,152 @@
+"""Known-good start points (CIFAR ResNets in the spec) and the equal-time reference (issue 22)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import morphclimb.followups as followups
+from conftest import TINY
+from morphclimb.build import build, weights_of
+from morphclimb.commands import show_run
+from morphclimb.config import SearchConfig
+from morphclimb.errors import ArchError, ConfigError
+from morphclimb.journal import RunDir
+from morphclimb.morphisms import REGISTRY
+from morphclimb.nash import hill_climb, resume
+from morphclimb.zoo import closest, is_zoo_name, resnet, zoo_arch
+from test_morphisms_props import outputs, perturb
+
+
+def published_params(depth: int, width: int = 1, classes: int = 10, channels: int = 3) -> int:
+    """He et al.'s CIFAR ResNet (option A shortcuts: no weights), counted by hand."""
+    n = (depth - 2) // 6
+    w = [16 * width, 32 * width, 64 * width]
+    total = channels * w[0] * 9 + 2 * w[0]                   # stem conv + BN
+    c_in = w[0]
+    for c in w:
+        for _ in range(n):
+            total += c_in * c * 9 + 2 * c + c * c * 9 + 2 * c   # two conv + BN
+            c_in = c
+    return total + w[2] * classes + classes                    # linear with bias
+
+
+@pytest.mark.parametrize("depth", [8, 20, 32, 56])
+def test_resnet_is_the_published_network_plus_its_stated_differences(depth):
+    arch = resnet(depth)
+    n = (depth - 2) // 6
+    # + the two 1x1 projection shortcuts with BN (option B) + two scales per addition
+    extra = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64) + 2 * 3 * n
+    assert arch.num_params == published_params(depth) + extra
+    assert sum(p.numel() for p in build(arch).parameters()) == arch.num_params
+    assert arch.count("conv") == 6 * n + 1 + 2 and arch.count("add") == 3 * n
+    assert arch.count("conv") - 2 + 1 == depth       # weighted layers of the published count
+    assert resnet(20).num_params == 272_492 and published_params(20) == 269_722
+
+
+def test_resnet_any_input_and_width():
+    net = build(resnet(8, in_channels=1, num_classes=7, image_size=(28, 20)))
+    assert net(torch.randn(2, 1, 28, 20)).shape == (2, 7)
+    wide = resnet(20, width=4)
+    assert wide.num_params == published_params(20, 4) + (64 * 128 + 256) + (128 * 256 + 512) \
+        + 18
+    assert zoo_arch("resnet20x4", 3, 10, 32).to_dict() == wide.to_dict()
+    for bad in ("resnet9", "resnet0", "resnet20x0", "resnet", "vgg16"):
+        assert not is_zoo_name(bad)
+    with pytest.raises(ArchError, match="depth 6n \\+ 2"):
+        resnet(9)
+    with pytest.raises(ArchError, match="at least 4x4"):
+        resnet(8, image_size=3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_morphism_is_exact_on_a_resnet(seed):
+    torch.set_num_threads(1)
+    arch = resnet(8, num_classes=5, image_size=12)
+    sd = perturb(weights_of(build(arch, seed=seed)), seed)
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(seed))
+    y = outputs(arch, sd, x)
+    rng = np.random.default_rng(seed)
+    tried = 0
+    for name, m in REGISTRY.items():
+        choices = m.choices(arch)
+        if not choices:
+            continue
+        child, child_sd, full = m.apply(arch, sd, m.sample(arch, rng, choices), rng, None)
+        err = (outputs(child, child_sd, x) - y).abs().max().item()
+        assert err <= 1e-5 * y.abs().max().item(), (name, full, err)
+        tried += 1
+    assert tried == len(REGISTRY)
+
+
+def test_closest_by_parameter_ratio():
+    assert closest(78_000) == "resnet8"
+    assert closest(272_000) == "resnet20"
+    assert closest(150_000) == "resnet20"     # 272 k is nearer than 78 k by ratio
+    assert closest(120_000) == "resnet8"
+    assert closest(10**7) == "resnet56"
+
+
+def test_reference_epochs_by_hand():
+    # 100 s at 0.01 s per image: 10,000 image passes, less a third of 300 evaluated images
+    assert followups.reference_epochs(100, 0.01, 1000, 300) == 9
+    assert followups.reference_epochs(1, 0.01, 1000, 300) == 1       # at least one
+    assert followups.reference_epochs(100, 0.0, 1000, 300) == 1
+
+
+def test_start_from_a_resnet_by_name(tiny_npz, tmp_path):
+    cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "start": "resnet8", "n_steps": 1})
+    hill_climb(cfg, tmp_path / "run")
+    run = RunDir.open(tmp_path / "run")
+    assert run.load_arch("m0").to_dict() == resnet(8, 3, 4, 8).to_dict()
+    st = run.state()
+    assert st.started["start"] == {"kind": "zoo", "name": "resnet8", "weights": None}
+    assert st.trained["m0"]["epochs"] == TINY["epoch_pretrain"]
+    with pytest.raises(ConfigError, match="not a start point .*resnet20"):
+        hill_climb(cfg.replace(start="resnet9"), tmp_path / "bad")
+    with pytest.raises(ConfigError, match="reference must be auto or a start point"):
+        cfg.replace(reference="resnet9")
+
+
+def test_reference_trained_for_the_search_wall_time(tiny_npz, tmp_path, monkeypatch):
+    monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.002)
+    cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "reference": "auto"})
+    res = hill_climb(cfg, tmp_path / "run").results
+    run = RunDir.open(tmp_path / "run")
+    st = run.state()
+    plan = st.reference_plan
+    final = st.trained["final"]
+    assert plan["matched_seconds"] == final["clock"]
+    assert plan["start_point"] == closest(final["params"], classes=4, size=8)
+    n_full = 192                                  # the tiny set's training images
+    assert plan["epochs"] == max(1, int((final["clock"] / 0.002 - 48 / 3) // n_full))
+    ref = st.trained["reference"]
+    assert ref["epochs"] == plan["epochs"] and ref["role"] == "reference"
+    assert run.load_arch("reference").to_dict() == zoo_arch(plan["start_point"], 3, 4,
+                                                            8).to_dict()
+    r = res["reference"]
+    assert r["answer_minus_reference"] == pytest.approx(
+        res["final"]["test_error"] - r["test_error"])
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["reference"]["start_point"] == plan["start_point"]
+    text = show_run(tmp_path / "run")
+    assert f"reference {plan['start_point']} trained alone" in text
+    assert ("LOST" in text) == (r["answer_minus_reference"] > 0)
+
+
+def test_reference_plan_is_kept_on_resume(tiny_npz, tmp_path, monkeypatch):
+    monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.002)
+    cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "reference": "resnet8", "n_steps": 1})
+    hill_climb(cfg, tmp_path / "run")
+    journal = tmp_path / "run" / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    planned = next(json.loads(x) for x in lines if '"reference_planned"' in x)
+    # killed after the plan, before the reference was trained
+    keep = [x for x in lines if '"model": "reference"' not in x and '"run_finished"' not in x]
+    journal.write_text("\n".join(keep) + "\n")
+    monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.0001)  # now faster
+    res = resume(tmp_path / "run").results
+    assert res["reference"]["epochs"] == planned["epochs"]
