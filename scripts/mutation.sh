@@ -2,15 +2,16 @@
 # Mutation testing of one core module with mutmut 3 (see docs/mutation.md).
 #
 #   scripts/mutation.sh MODULE            mutate MODULE, run only its tests, print the score
-#   scripts/mutation.sh MODULE 'GLOB'...  only the mutants named so (e.g. 'morphclimb.nash.x_ranked*')
+#   scripts/mutation.sh MODULE 'GLOB'...  only the mutants named so (e.g. 'morphclimb.rules.x_ranked*')
 #   scripts/mutation.sh MODULE results    list the surviving mutants of the last run
 #   scripts/mutation.sh MODULE show NAME  the diff of one mutant
 #   scripts/mutation.sh list              the modules and what each run covers
 #
-# MODULE: seeds, budget, state, config, train, nash, morphisms. Everything runs in a copy of
-# src/, tests/ and pyproject.toml under $MUTATION_DIR/MODULE (default /tmp/morphclimb-mutation),
-# so mutants never appear in the working tree; a second run of the same module reuses
-# mutmut's cache there and only redoes mutants whose function (or tests) changed.
+# MODULE: seeds, budget, state, config, train, rules, halving, forecast, nash, morphisms.
+# Everything runs in a copy of src/, tests/ and pyproject.toml under $MUTATION_DIR/MODULE
+# (default /tmp/morphclimb-mutation), so mutants never appear in the working tree; a second
+# run of the same module reuses mutmut's cache there and only redoes mutants whose function
+# (or tests) changed.
 # Environment: MUTATION_DIR, MUTATION_JOBS (parallel mutants, default 2), NICE (default 10),
 # PYTHON (default .venv/bin/python; mutmut 3 is installed into it when missing).
 set -euo pipefail
@@ -55,28 +56,41 @@ spec() {
     train)    # the SGDR schedule and the learning rate a training step uses
         FILES="src/morphclimb/train.py"
         NAMES="morphclimb.train.x_sgdr_lr* morphclimb.train.xǁTrainConfigǁlr*"
-        TESTS="tests/test_train.py::test_sgdr_values_start_middle_end
+        TESTS="tests/test_core_rules.py::test_sgdr_schedule_edges
+               tests/test_train.py::test_sgdr_values_start_middle_end
                tests/test_train.py::test_sgdr_per_batch_and_restart_on_every_fit
                tests/test_train.py::test_constant_mode
                tests/test_search_rules.py::test_the_climb_trains_with_sgdr_or_a_constant_lr" ;;
-    nash)     # the step decision, halving, the budget check, the resumed clock; children
-              # (step, make_child) by name: scripts/mutation.sh nash 'morphclimb.nash.xǁClimberǁstep__*'
+    rules)    # the step decision (ranked, KeepBest), halving's cut (Halving), the stoppers
+        FILES="src/morphclimb/rules.py"
+        NAMES="morphclimb.rules.*"
+        TESTS="tests/test_rules.py
+               tests/test_search_rules.py
+               tests/test_nash.py::test_incumbent_kept_unless_beaten
+               tests/test_limits.py::test_halving_ties_keep_the_incumbent_first" ;;
+    halving)  # successive halving's rungs over a step
+        FILES="src/morphclimb/halving.py"
+        NAMES="morphclimb.halving.*"
+        TESTS="tests/test_search_rules.py
+               tests/test_limits.py::test_halving_rungs_are_journaled
+               tests/test_limits.py::test_halving_ties_keep_the_incumbent_first" ;;
+    forecast) # the time budget's predictions (budget_allows, after_climb_costs, time_model)
+        FILES="src/morphclimb/forecast.py"
+        NAMES="morphclimb.forecast.*"
+        TESTS="tests/test_search_rules.py
+               tests/test_limits.py::test_a_tiny_budget_stops_the_climb_but_trains_the_final
+               tests/test_limits.py::test_a_budget_can_stop_the_climb_inside_a_step" ;;
+    nash)     # the climber: decide, children (make_child, step), the resumed clock
         FILES="src/morphclimb/nash.py"
-        NAMES="morphclimb.nash.x_ranked* morphclimb.nash.xǁClimberǁdecide*
-               morphclimb.nash.xǁClimberǁhalving* morphclimb.nash.xǁClimberǁrung_task*
-               morphclimb.nash.xǁClimberǁbudget_allows* morphclimb.nash.xǁClimberǁguard*
-               morphclimb.nash.xǁClimberǁafter_climb_costs* morphclimb.nash.xǁClimberǁclock*
-               morphclimb.nash.xǁClimberǁ__init__* morphclimb.nash.x_train_config*"
+        NAMES="morphclimb.nash.xǁClimberǁdecide* morphclimb.nash.xǁClimberǁclock*
+               morphclimb.nash.xǁClimberǁ__init__* morphclimb.nash.x_train_config*
+               morphclimb.nash.xǁClimberǁmake_child* morphclimb.nash.xǁClimberǁstep__*"
         TESTS="tests/test_search_rules.py
                tests/test_nash.py::test_algorithm1_bookkeeping
                tests/test_nash.py::test_random_networks_accept_every_child
                tests/test_nash.py::test_incumbent_kept_unless_beaten
                tests/test_limits.py::test_max_params_redraws_and_nothing_trained_exceeds
-               tests/test_limits.py::test_a_child_equal_to_its_parent_is_redrawn
-               tests/test_limits.py::test_a_tiny_budget_stops_the_climb_but_trains_the_final
-               tests/test_limits.py::test_a_budget_can_stop_the_climb_inside_a_step
-               tests/test_limits.py::test_halving_rungs_are_journaled
-               tests/test_limits.py::test_halving_ties_keep_the_incumbent_first" ;;
+               tests/test_limits.py::test_a_child_equal_to_its_parent_is_redrawn" ;;
     morphisms)   # the exact morphisms (the approximate ones have their own tests)
         FILES="src/morphclimb/morphisms/__init__.py src/morphclimb/morphisms/base.py
                src/morphclimb/morphisms/deeper.py src/morphclimb/morphisms/wider.py
@@ -88,7 +102,7 @@ spec() {
     esac
 }
 
-MODULES="seeds budget state config train nash morphisms"
+MODULES="seeds budget state config train rules halving forecast nash morphisms"
 
 main() {   # (all in a function: bash reads it whole, so editing this file mid-run is safe)
 if [ "${1:-}" = "" ] || [ "$1" = "list" ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import morphclimb.budget as budget
+import morphclimb.config as config
 import morphclimb.device as device
 from morphclimb.budget import (
     TimeModel,
@@ -30,6 +31,7 @@ from morphclimb.model0 import starting_arch
 from morphclimb.seeds import derive_seed
 from morphclimb.state import RunState
 from morphclimb.train import TrainConfig, _settings
+from morphclimb.zoo import NAMES as ZOO_NAMES
 
 NAN, INF = float("nan"), float("inf")
 
@@ -280,56 +282,65 @@ def test_replay_clock_is_the_latest_seen():
 
 
 # ------------------------------------------------------------------ config checks
+def _one_of(key, allowed, got):
+    return f"{key} must be one of {', '.join(allowed)}, got {got!r}"
+
+
+# each message whole: a check that fires, with the words a user reads
 @pytest.mark.parametrize("kw, message", [
     *[({k: -1}, f"{k} must be >= 0, got -1") for k in (
         "n_steps", "n_nm", "epoch_pretrain", "epoch_neigh", "epoch_final", "probe_size", "seed",
         "split_seed")],
     ({"seed": 2**63}, "seed and split_seed must be < 2**63, got 9223372036854775808, 0"),
-    ({"split_seed": 2**63}, "seed and split_seed must be < 2**63"),
+    ({"split_seed": 2**63}, "seed and split_seed must be < 2**63, got 0, 9223372036854775808"),
     ({"n_neigh": 0}, "n_neigh must be >= 1, got 0"),
     ({"subset": 1}, "subset must be at least 2 images, got 1"),
     ({"val": 0.0}, "val must be a count >= 1 or a fraction in (0, 1), got 0.0"),
-    ({"val": -3.0}, "val must be a count"),
-    ({"val": NAN}, "val must be a count"),
-    ({"val": INF}, "val must be a count"),
-    ({"executor": "slurm"}, "executor must be one of "),
-    ({"executor": "slurm"}, "got 'slurm'"),
-    ({"final_model": "best"}, "final_model must be one of "),
-    ({"final_model": "best"}, "got 'best'"),
-    ({"train_step": "fast"}, "train_step must be one of "),
-    ({"train_step": "fast"}, "got 'fast'"),
-    ({"keep_weights": "none"}, "keep_weights must be one of "),
-    ({"keep_weights": "none"}, "got 'none'"),
+    ({"val": -3.0}, "val must be a count >= 1 or a fraction in (0, 1), got -3.0"),
+    ({"val": NAN}, "val must be a count >= 1 or a fraction in (0, 1), got nan"),
+    ({"val": INF}, "val must be a count >= 1 or a fraction in (0, 1), got inf"),
+    ({"executor": "slurm"}, _one_of("executor", config.EXECUTORS, "slurm")),
+    ({"final_model": "best"}, _one_of("final_model", config.FINAL_MODELS, "best")),
+    ({"train_step": "fast"}, _one_of("train_step", ("auto", *config.TRAIN_STEPS), "fast")),
+    ({"executor": "streams", "train_step": "compile"},
+     "executor=streams cannot train with train_step=compile (torch.compile is not thread-safe);"
+     " use train_step=cuda_graph or eager, or executor=serial"),
+    ({"keep_weights": "none"}, _one_of("keep_weights", config.KEEP_WEIGHTS, "none")),
     ({"workers": 0}, "workers must be >= 1, got 0"),
     ({"widths": (4, 8)}, "widths must be three positive integers, got [4, 8]"),
-    ({"widths": (4, 8, 8, 8)}, "widths must be three positive integers"),
-    ({"widths": (4, 0, 8)}, "widths must be three positive integers"),
+    ({"widths": (4, 8, 8, 8)}, "widths must be three positive integers, got [4, 8, 8, 8]"),
+    ({"widths": (4, 0, 8)}, "widths must be three positive integers, got [4, 0, 8]"),
     *[({k: v}, f"{k} must be a positive number, got {v}") for k in ("time_budget", "max_mflops")
       for v in (0.0, -1.0, NAN, INF)],
     ({"final_shrink": 0.0}, "final_shrink must be in (0, 1], got 0.0"),
-    ({"final_shrink": 1.01}, "final_shrink must be in (0, 1]"),
-    ({"final_shrink": NAN}, "final_shrink must be in (0, 1]"),
+    ({"final_shrink": 1.01}, "final_shrink must be in (0, 1], got 1.01"),
+    ({"final_shrink": NAN}, "final_shrink must be in (0, 1], got nan"),
     ({"final_perturb": -0.1}, "final_perturb must be a finite number >= 0, got -0.1"),
-    ({"final_perturb": INF}, "final_perturb must be a finite number >= 0"),
+    ({"final_perturb": INF}, "final_perturb must be a finite number >= 0, got inf"),
     ({"final_lr": 0.0}, "final_lr must be a finite number > 0 and >= lr_end (0.0), got 0.0"),
-    ({"final_lr": 0.01, "lr_end": 0.02}, "final_lr must be a finite number > 0 and >= lr_end"),
-    ({"final_lr": NAN}, "final_lr must be a finite number"),
+    ({"final_lr": 0.01, "lr_end": 0.02},
+     "final_lr must be a finite number > 0 and >= lr_end (0.02), got 0.01"),
+    ({"final_lr": NAN}, "final_lr must be a finite number > 0 and >= lr_end (0.0), got nan"),
+    ({"reference": "resnet21"}, "reference must be auto or a start point such as "
+                                f"{', '.join(ZOO_NAMES)}, got 'resnet21'"),
     ({"max_params": 0}, "max_params must be >= 1, got 0"),
-    ({"start_weights": "w.safetensors"}, "start_weights needs start"),
-    ({"rungs": (0, 2), "epoch_neigh": 2}, "rungs must be positive epoch counts adding up to "
-                                          "epoch_neigh (2), got [0, 2]"),
-    ({"rungs": (1, 2), "epoch_neigh": 2}, "adding up to epoch_neigh (2), got [1, 2]"),
-    ({"rungs": (1, 1), "epoch_neigh": 2, "n_neigh": 1}, "rungs (successive halving) need "
-                                                        "n_neigh >= 2"),
+    ({"start_weights": "w.safetensors"},
+     "start_weights needs start (the arch.json the weights belong to)"),
+    ({"rungs": (0, 2), "epoch_neigh": 2},
+     "rungs must be positive epoch counts adding up to epoch_neigh (2), got [0, 2]"),
+    ({"rungs": (1, 2), "epoch_neigh": 2},
+     "rungs must be positive epoch counts adding up to epoch_neigh (2), got [1, 2]"),
+    ({"rungs": (1, 1), "epoch_neigh": 2, "n_neigh": 1},
+     "rungs (successive halving) need n_neigh >= 2"),
     ({"eta": 1}, "eta must be >= 2, got 1"),
-    ({"n_nm": 0, "n_neigh": 2, "n_steps": 1}, "n_nm must be >= 1 when children are made"),
+    ({"n_nm": 0, "n_neigh": 2, "n_steps": 1},
+     "n_nm must be >= 1 when children are made (n_neigh > 1)"),
     ({"n_steps": "3"}, "n_steps: expected int, got '3'"),
-    ({"widths": (4, 8, True)}, "widths: expected tuple"),
 ])
 def test_config_check_rejects(kw, message):
     with pytest.raises(ConfigError) as info:
         SearchConfig(**kw)
-    assert message in str(info.value)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize("kw", [
@@ -338,12 +349,18 @@ def test_config_check_rejects(kw, message):
     dict(seed=2**63 - 1, split_seed=2**63 - 1),
     dict(n_neigh=1, n_nm=0),                  # random networks with no morphism: allowed
     dict(n_steps=0, n_neigh=8, n_nm=0),       # no children are made
+    dict(n_steps=1, n_neigh=2, n_nm=1),
     dict(subset=2, val=0.5),
     dict(val=1e-9, workers=1, widths=(1, 1, 1), time_budget=1e-9, max_mflops=1e-9),
     dict(final_shrink=1.0, final_perturb=0.0, final_lr=0.01, lr_end=0.01),
     dict(final_shrink=1e-9, final_perturb=5.0, final_lr=1e-9),
     dict(max_params=1, eta=2, n_neigh=2, epoch_neigh=2, rungs=(1, 1)),
     dict(start="arch.json", start_weights="w.safetensors"),
+    dict(reference="auto"),
+    dict(reference="resnet20"),
+    dict(executor="streams", train_step="cuda_graph"),
+    dict(executor="serial", train_step="compile"),
+    dict(train_step="auto"),
 ])
 def test_config_check_accepts_the_edges(kw):
     c = SearchConfig(**kw)
@@ -353,37 +370,55 @@ def test_config_check_accepts_the_edges(kw):
 @pytest.mark.parametrize("kw, message", [
     ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
     ({"batch_size": True}, "batch_size must be a positive integer, got True"),
-    ({"eval_batch_size": 0}, "eval_batch_size must be a positive integer"),
+    ({"eval_batch_size": 0}, "eval_batch_size must be a positive integer, got 0"),
     ({"crop_pad": -1}, "crop_pad must be an integer >= 0, got -1"),
-    ({"crop_pad": 1.5}, "crop_pad must be an integer >= 0"),
+    ({"crop_pad": 1.5}, "crop_pad must be an integer >= 0, got 1.5"),
     ({"lr_start": 0.0}, "lr_start must be a finite number > 0, got 0.0"),
-    ({"lr_start": INF}, "lr_start must be a finite number > 0"),
+    ({"lr_start": INF}, "lr_start must be a finite number > 0, got inf"),
     ({"lr_end": -0.01}, "lr_end must be a finite number >= 0, got -0.01"),
-    ({"lr_end": NAN}, "lr_end must be a finite number >= 0"),
-    ({"lr_start": 0.01, "lr_end": 0.02}, "lr_end (0.02) must not exceed lr_start (0.01)"),
-    ({"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0"),
-    ({"weight_decay": NAN}, "weight_decay must be a finite number >= 0"),
+    ({"lr_end": NAN}, "lr_end must be a finite number >= 0, got nan"),
+    ({"lr_start": 0.01, "lr_end": 0.02},
+     "lr_end (0.02) must not exceed lr_start (0.01): SGDR anneals downwards"),
+    ({"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0, got -0.0001"),
+    ({"weight_decay": NAN}, "weight_decay must be a finite number >= 0, got nan"),
     ({"momentum": 1.0}, "momentum must be in [0, 1), got 1.0"),
-    ({"momentum": -0.1}, "momentum must be in [0, 1)"),
+    ({"momentum": -0.1}, "momentum must be in [0, 1), got -0.1"),
     ({"nesterov": 1}, "nesterov must be true or false, got 1"),
-    ({"augment": "yes"}, "augment must be true or false"),
+    ({"augment": "yes"}, "augment must be true or false, got 'yes'"),
     ({"bf16": 0}, "bf16 must be true, false or null (auto), got 0"),
-    ({"channels_last": "no"}, "channels_last must be true, false or null (auto)"),
+    ({"channels_last": "no"}, "channels_last must be true, false or null (auto), got 'no'"),
+    ({"cudnn_benchmark": 1}, "cudnn_benchmark must be true, false or null (auto: on), got 1"),
     ({"threads": 0}, "threads must be a positive integer or null (auto), got 0"),
-    ({"momentum": 0.0}, "nesterov=true needs momentum > 0"),
+    ({"momentum": 0.0}, "nesterov=true needs momentum > 0 (set nesterov=false for plain SGD)"),
 ])
 def test_training_settings_rejected(kw, message):
     with pytest.raises(ConfigError) as info:
         TrainConfig(**kw)
-    assert message in str(info.value)
+    assert str(info.value) in (message, f"TrainConfig: {message}")
 
 
 def test_training_settings_edges_accepted():
     t = TrainConfig(batch_size=1, eval_batch_size=1, crop_pad=0, lr_start=0.01, lr_end=0.01,
                     weight_decay=0.0, momentum=0.0, nesterov=False, threads=1, bf16=None,
-                    channels_last=None)
+                    channels_last=None, cudnn_benchmark=None)
     assert (t.batch_size, t.lr_end, t.momentum) == (1, 0.01, 0.0)
-    assert TrainConfig(momentum=0.999).momentum == 0.999
+    assert TrainConfig(momentum=0.999, cudnn_benchmark=False).momentum == 0.999
+
+
+# ------------------------------------------------------------------ the learning rate
+def test_sgdr_schedule_edges():
+    from morphclimb.train import sgdr_lr
+    assert sgdr_lr(0, 1, 0.05, 0.01) == 0.05 and sgdr_lr(1, 1, 0.05, 0.01) == 0.01  # one step
+    assert sgdr_lr(-3, 10, 0.05, 0.01) == 0.05           # clamped to the cycle
+    assert sgdr_lr(15, 10, 0.05, 0.01) == pytest.approx(0.01, abs=1e-15)
+    assert sgdr_lr(5, -1, 0.05, 0.01) == 0.05            # no steps: lr_start
+    assert sgdr_lr(3, 4, 0.05, 0.01) == pytest.approx(0.01 + 0.02 * (1 + math.cos(0.75 * math.pi)))
+    t = TrainConfig(lr_start=0.08, lr_end=0.02)
+    assert [t.lr(s, 4) for s in range(5)] == pytest.approx(
+        [0.08, 0.02 + 0.03 * (1 + math.cos(math.pi / 4)), 0.05,
+         0.02 + 0.03 * (1 + math.cos(0.75 * math.pi)), 0.02])
+    flat = TrainConfig(lr_start=0.08, lr_end=0.02, sgdr=False)
+    assert [flat.lr(s, 4) for s in range(5)] == [0.08] * 5
 
 
 # ------------------------------------------------------------------ device settings

@@ -161,12 +161,13 @@ def test_halving_keeps_the_ceiling_of_n_over_eta(tiny_npz, tmp_path):
 
 
 # ------------------------------------------------------------------ time budget
-@pytest.mark.parametrize("halving", [False, True])
+@pytest.mark.parametrize("halving", ["none", "1-1-2", "1-1"])
 def test_a_stopped_climb_journals_the_cost_it_predicted(tiny_npz, tmp_path, halving):
     """The prediction that stops a climb, recomputed from budget.py's documented model: one
     measured training (model_0) gives seconds per pass and MFLOP; 15 % margin."""
-    kw = (dict(n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2) if halving
-          else dict(n_neigh=3, epoch_neigh=2))
+    kw = {"none": dict(n_neigh=3, epoch_neigh=2),
+          "1-1-2": dict(n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2),
+          "1-1": dict(n_neigh=2, epoch_neigh=2, rungs=(1, 1), eta=2)}[halving]
     c = cfg(tiny_npz, n_steps=1, epoch_final=2, time_budget=0.01, **kw)
     out = tmp_path / "run"
     hill_climb(c, out)
@@ -178,9 +179,11 @@ def test_a_stopped_climb_journals_the_cost_it_predicted(tiny_npz, tmp_path, halv
     per_mflop_pass = 1.15 * m0["seconds"] / passes(1, n_train, n_val) / m0["mflops"]
     sizes = [r["mflops"] for r in st.made.values()] + [m0["mflops"]]   # children + incumbent
     assert len(sizes) == c.n_neigh
-    if halving:   # 5 candidates 1 epoch, ceil(5/2) = 3 of them 1 more, ceil(3/2) = 2 of them 2
+    if halving == "1-1-2":   # 5 candidates 1 epoch, ceil(5/2) = 3 of them 1 more, 2 of them 2
         want = statistics.mean(sizes) * (8 * passes(1, n_train, n_val)
                                          + 2 * passes(2, n_train, n_val))
+    elif halving == "1-1":   # 2 candidates 1 epoch, ceil(2/2) = 1 of them 1 more
+        want = statistics.mean(sizes) * 3 * passes(1, n_train, n_val)
     else:
         want = sum(sizes) * passes(2, n_train, n_val)
     got = st.stopped["predicted"]
@@ -189,6 +192,49 @@ def test_a_stopped_climb_journals_the_cost_it_predicted(tiny_npz, tmp_path, halv
                                          * passes(2, n_full, n_test), rel=1e-9)
     assert set(got) == {"step 1", "final"}
     assert st.trained["final"]["parent"] == "m0"
+    assert st.stopped["step"] == 1 and st.stopped["steps_run"] == 0
+    assert st.stopped["reason"].startswith("time budget 0s: step 1 and what follows needs ~")
+
+
+def test_a_later_stop_predicts_the_jobs_after_the_climb(tiny_npz, tmp_path, monkeypatch):
+    """Stopped before step 3 of a run with the baseline, the retraining and the snapshot
+    ensemble configured: each job's predicted cost follows from the time model fitted to the
+    trainings so far (budget.TimeModel), the winner's lineage and the steps done."""
+    from morphclimb.budget import TimeModel
+    late = {"on": False}
+    real = nash.Climber.clock
+    monkeypatch.setattr(nash.Climber, "clock",
+                        lambda self: real(self) + (1e6 if late["on"] else 0.0))
+
+    def after_step_2(e):
+        if e["event"] == "step_decided" and e["step"] == 2:
+            late["on"] = True
+
+    c = cfg(tiny_npz, n_steps=3, epoch_final=2, time_budget=3600, baseline=True, retrain=True,
+            snapshot_ensemble=True)
+    out = tmp_path / "run"
+    hill_climb(c, out, callback=after_step_2)
+    st = RunDir.open(out).state()
+    assert st.stopped["step"] == 3 and st.stopped["steps_run"] == 2
+    assert st.stopped["reason"].startswith("time budget 3600s: step 3 and what follows needs ~")
+    _, split = load_split(c)
+    n_train, n_val = len(split.train), len(split.val)
+    n_full, n_test = len(split.train_full), len(split.test)
+    model = TimeModel([(r["mflops"], passes(r["epochs"], n_train, n_val), r["seconds"])
+                       for r in st.trained.values()
+                       if r["role"] in ("pretrain", "child", "incumbent")])   # before the stop
+    best = st.trained[st.decided[2]["best"]]
+    lineage = best["lineage"] + 2                       # its epochs, then the final training
+    assert lineage == c.epoch_pretrain + 2 * c.epoch_neigh + c.epoch_final
+    got = st.stopped["predicted"]
+    assert set(got) == {"step 3", "final", "baseline", "retrain", "snapshots"}
+    final = model.seconds(best["mflops"], passes(2, n_full, n_test))
+    assert got["final"] == pytest.approx(final, rel=1e-9)
+    assert got["snapshots"] == pytest.approx(final, rel=1e-9)    # steps 1..2: one more member
+    assert got["retrain"] == pytest.approx(
+        model.seconds(best["mflops"], passes(lineage, n_full, n_test)), rel=1e-9)
+    assert got["baseline"] == pytest.approx(
+        model.seconds(st.trained["m0"]["mflops"], passes(lineage, n_full, n_test)), rel=1e-9)
 
 
 def test_a_resumed_run_counts_the_time_spent_before_the_kill(tiny_npz, tmp_path, monkeypatch):

@@ -28,7 +28,8 @@ class Event(str, Enum):
     MODEL_TRAINED = "model_trained"      # model, checkpoint, params, epochs, ... metrics
     CHILD_FAILED = "child_failed"        # model, reason
     RUNG_DECIDED = "rung_decided"        # step, rung, kept, cut (successive halving)
-    STEP_DECIDED = "step_decided"        # step, best, previous, val_accuracy, candidates
+    STEP_DECIDED = "step_decided"        # step, best, previous, val_accuracy, candidates;
+                                         # kept (the kept models, best first; optional)
     CLIMB_STOPPED = "climb_stopped"      # step, reason: the climb ended before n_steps
     ENSEMBLE_EVALUATED = "ensemble_evaluated"  # kind, members, test_accuracy, params
     REFERENCE_PLANNED = "reference_planned"    # start_point, epochs, matched_seconds

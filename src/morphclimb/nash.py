@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import torch
 
 from . import preprocess, restore
 from .augment import probe_images
-from .budget import TimeModel, fits, image_passes, mflops, size_problem
+from .budget import mflops, size_problem
 from .build import build
 from .config import EXEC_KEYS, RESUME_KEYS, TRAIN_KEYS, SearchConfig, canonical_keys
 from .data.load import load_split
@@ -30,11 +29,13 @@ from .events import (
     Event,
     child_id,
     incumbent_id,
-    rung_id,
 )
 from .executors import make_executor
+from .forecast import after_climb_costs, time_model
+from .halving import halving
 from .journal import RunDir
 from .morphisms import apply_random_morphisms
+from .rules import Rules, nash_rules, ranked
 from .seeds import derive_seed
 from .spec import Arch
 from .startpoint import load_start
@@ -43,7 +44,8 @@ from .train import TrainConfig
 from .warmstart import shrink_perturb
 from .worker import TrainOutcome, TrainTask
 
-__all__ = ["Climber", "SearchResult", "attach", "hill_climb", "load_split", "resume", "search"]
+__all__ = ["Climber", "SearchResult", "attach", "hill_climb", "load_split", "ranked", "resume",
+           "search"]
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -101,11 +103,19 @@ class Climber:
 
     `state` is the run as replayed from its journal; every record the climber writes is
     applied to it, so the search and every reader see one account of the run.
+
+    The climber is the engine: it makes candidates, trains them through the executor,
+    journals and resumes. What it trains and keeps, and when it stops, it asks its `rules`
+    (rules.py; NASH's by default).
     """
 
+    rules: Rules = nash_rules(SearchConfig())   # replaced in __init__ by the config's
+
     def __init__(self, config: SearchConfig, run: RunDir, split, executor, dataset_info: dict,
-                 callback: Callback | None = None, t0: float | None = None):
+                 callback: Callback | None = None, t0: float | None = None,
+                 rules: Rules | None = None):
         self.c, self.run, self.split, self.executor = config, run, split, executor
+        self.rules = nash_rules(config) if rules is None else rules
         self.info = preprocess.record(dataset_info, split)   # what inference needs, too
         self.emit = callback or (lambda event: None)
         self.state: RunState = run.state()
@@ -226,20 +236,22 @@ class Climber:
         return self.train_one(MODEL0, arch, w, epochs, role="pretrain", step=0)
 
     def step(self, i: int, best: dict) -> dict | None:
-        """One hill-climbing step from `best`; returns the new best's record.
+        """One hill-climbing step from parent `best`; returns the new best's record.
 
-        With n_neigh > 1: n_neigh - 1 children plus the current best trained further, as in
-        Algorithm 1. With n_neigh = 1 (the paper's "random networks" baseline): one child,
-        always accepted, no model selection. Returns None when the time budget ends the climb
-        here (journaled as climb_stopped).
+        The proposer says how many children are drawn, which are trained and whether the
+        parent trains on beside them (NASH: n_neigh - 1 children plus the current best, as in
+        Algorithm 1; with n_neigh = 1, the paper's "random networks" baseline, one child,
+        always accepted); the pruner may cut candidates early (successive halving); the
+        selector decides. Returns None when a stopper (the time budget) ends the climb here
+        (journaled as climb_stopped).
         """
         if i in self.state.decided:
             return self.state.trained[self.state.decided[i]["best"]]
         self.emit({"event": Event.STEP_START, "step": i, "n_steps": self.c.n_steps})
         parent_arch, parent_w = self.load_model(best["model"])
-        tasks, sgdr = [], self.c.sgdr_climb
+        tasks, sgdr, propose = [], self.c.sgdr_climb, self.rules.proposer
         taken = {_key(parent_arch): "its parent"}
-        for j in range(1, max(self.c.n_neigh, 2)):
+        for j in range(1, propose.n_children + 1):
             cid = child_id(i, j)
             meta = dict(role="child", step=i, child=j, n_neigh=self.c.n_neigh,
                         parent=best["model"], lineage=best.get("lineage", 0))
@@ -258,76 +270,30 @@ class Climber:
             arch, w = made
             taken.setdefault(_key(arch), cid)
             tasks.append(self.task(cid, arch, w, self.c.epoch_neigh, sgdr=sgdr, **meta))
-        if self.c.n_neigh > 1:
+        chosen = {t.model_id for t in propose.to_train(i, tasks)}
+        cut = [t.model_id for t in tasks if t.model_id not in chosen]   # never trained
+        tasks = [t for t in tasks if t.model_id in chosen]
+        if propose.with_incumbent:
             tasks.append(self.task(incumbent_id(i), parent_arch, parent_w, self.c.epoch_neigh,
                                    sgdr=sgdr, role="incumbent", step=i, child=self.c.n_neigh,
                                    n_neigh=self.c.n_neigh, parent=best["model"],
                                    lineage=best.get("lineage", 0)))
-        cut: list[str] = []
-        if self.c.rungs:
-            halved = self.halving(i, tasks, best)
+        ahead = None
+        if self.rules.pruner is not None:
+            halved = halving(self, i, tasks, best)
             if halved is None:
                 return None
-            tasks, cut = halved
-        ahead = self.c.rungs[-1:] or None
+            tasks, cut = halved[0], cut + halved[1]
+            ahead = self.rules.pruner.rungs[-1:] or None
         recs = self.train_all(tasks, self.guard(i, tasks, best, ahead))
         if recs is None:
             return None
         return self.decide(i, best, [recs[t.model_id] for t in tasks], cut)
 
     def guard(self, i: int, tasks: list[TrainTask], best: dict, rungs=None):
-        """The time-budget check for step i's `tasks` (None without a budget)."""
-        if self.c.time_budget is None:
-            return None
-        return lambda: self.budget_allows(i, tasks, best, rungs)
-
-    def halving(self, i: int, tasks: list[TrainTask], best: dict
-                ) -> tuple[list[TrainTask], list[str]] | None:
-        """Successive halving over step i's candidates: every rung but the last.
-
-        Rung r trains each surviving candidate rungs[r] epochs (an SGDR cycle of its own, from
-        where its previous rung left it), then keeps the best ceil(n / eta) by validation
-        accuracy (then loss; the incumbent first on ties, as in `decide`). Returns the last
-        rung's tasks, which `step` trains and decides as usual, and the ids of the candidates
-        cut on the way (their last model). Journaled per rung (rung_decided: kept, cut,
-        scores), so a resumed step redoes nothing. None: the time budget stopped the climb.
-        """
-        stage = [t for t in tasks if self.state.outcome(t.model_id) is None]
-        cut = [t.model_id for t in tasks if t not in stage]   # children with no valid draw
-        for r, epochs in enumerate(self.c.rungs, start=1):
-            stage = [self.rung_task(t, r, epochs) for t in stage]
-            if r == len(self.c.rungs):
-                return stage, cut
-            recs = self.train_all(stage, self.guard(i, stage, best, self.c.rungs[r - 1:]))
-            if recs is None:
-                return None
-            done = self.state.rungs.get((i, r))
-            if done is None:
-                ok = ranked(i, [recs[t.model_id] for t in stage])
-                keep = max(1, math.ceil(len(stage) / self.c.eta))
-                kept = [rec["model"] for rec in ok[:keep]]
-                done = self.log({
-                    "event": Event.RUNG_DECIDED, "step": i, "rung": r, "epochs": epochs,
-                    "kept": kept, "cut": [t.model_id for t in stage if t.model_id not in kept],
-                    "scores": {rec["model"]: rec["val_accuracy"] for rec in ok}})
-            cut += done["cut"]
-            stage = [t for t in stage if t.model_id in done["kept"]]
-        return stage, cut
-
-    def rung_task(self, t: TrainTask, r: int, epochs: int) -> TrainTask:
-        """Candidate task `t` (rung 1) or its survivor of rung r - 1, trained for rung r."""
-        base = t.meta.get("candidate", t.model_id)
-        mid = rung_id(base, r)
-        meta = {**t.meta, "candidate": base, "rung": r}
-        if r == 1:   # the candidate's own task counted epoch_neigh; task() adds the rung's
-            meta["lineage"] = t.meta["lineage"] - t.epochs
-        if self.state.outcome(mid) is not None:           # done: no need to load anything
-            return dataclasses.replace(t, model_id=mid, epochs=epochs, meta={
-                **meta, "lineage": meta["lineage"] + epochs})
-        arch, w = Arch.from_dict(t.arch), t.weights
-        if r > 1:
-            arch, w = self.load_model(t.model_id)
-        return self.task(mid, arch, w, epochs, sgdr=self.c.sgdr_climb, **meta)
+        """The stoppers' check before each batch of step i's `tasks` (`rungs`: with halving,
+        the rungs still ahead): the time budget's."""
+        return lambda: self.rules.allows(self, i, tasks, best, rungs)
 
     def make_child(self, i: int, j: int, parent_arch: Arch, parent_w, best: dict,
                    taken: dict[str, str]):
@@ -361,75 +327,12 @@ class Climber:
                           "draw": d, "reason": why, "morphisms": applied})
         return None
 
-    def budget_allows(self, i: int, tasks: list[TrainTask], best: dict, rungs=None) -> bool:
-        """Whether step i's remaining trainings, then the final training (and the jobs after
-        it), fit in what is left of the time budget; else journal why the climb stops.
-
-        `rungs`: with successive halving, the rungs still ahead (`tasks` train the first).
-        """
-        if self.state.stopped is not None:
-            return False
-        model = self.time_model()
-        n_train, n_val = len(self.split.train), len(self.split.val)
-        costs = {}
-        todo = [t for t in tasks if self.state.outcome(t.model_id) is None]
-        if todo:
-            sizes = [mflops(Arch.from_dict(t.arch)) for t in todo]
-            if rungs:   # halving: ceil(n / eta) of the candidates go on to each next rung
-                n, passes = len(todo), 0.0
-                for epochs in rungs:
-                    passes += n * image_passes(epochs, n_train, n_val)
-                    n = max(1, math.ceil(n / self.c.eta))
-                costs[f"step {i}"] = model.seconds(sum(sizes) / len(sizes), passes)
-            else:
-                costs[f"step {i}"] = sum(model.seconds(m, image_passes(t.epochs, n_train, n_val))
-                                         for m, t in zip(sizes, todo))
-        costs.update(self.after_climb_costs(model, best, steps_done=i - 1))
-        ok, account = fits(self.c.time_budget - self.clock(), costs)
-        if not ok:
-            what = f"step {i}" if len(todo) == len(tasks) else f"the rest of step {i}"
-            self.log({"event": Event.CLIMB_STOPPED, "step": i, "steps_run": i - 1,
-                      "reason": f"time budget {self.c.time_budget:.0f}s: {what} and what "
-                                f"follows {account}", "predicted": costs})
-        return ok
-
-    def after_climb_costs(self, model: TimeModel, best: dict, steps_done: int
-                          ) -> dict[str, float]:
-        """Predicted seconds of the final training and of the jobs configured after it."""
-        n_full, n_test = len(self.split.train_full), len(self.split.test)
-        size = mflops(self.load_arch(best["model"]))
-        out = {"final": model.seconds(size, image_passes(self.c.epoch_final, n_full, n_test))}
-        lineage = best.get("lineage", 0) + self.c.epoch_final
-        if self.c.baseline:
-            m0 = mflops(self.load_arch(MODEL0))
-            out["baseline"] = model.seconds(m0, image_passes(lineage, n_full, n_test))
-        if self.c.retrain or self.c.final_model == "retrain":
-            out["retrain"] = model.seconds(size, image_passes(lineage, n_full, n_test))
-        if self.c.snapshot_ensemble and steps_done > 1:
-            out["snapshots"] = (steps_done - 1) * model.seconds(
-                size, image_passes(self.c.epoch_final, n_full, n_test))
-        return out
-
-    def time_model(self) -> TimeModel:
-        """Seconds per image pass against MFLOPs, from every training measured so far."""
-        sizes = {"train": len(self.split.train), "train_full": len(self.split.train_full)}
-        evals = {"val": len(self.split.val), "test": len(self.split.test)}
-        samples = []
-        for r in self.state.trained.values():
-            if "seconds" not in r:
-                continue
-            m = r.get("mflops")
-            if m is None:
-                m = mflops(self.load_arch(r["model"]))
-            ev = "test" if r.get("part") == "train_full" else "val"
-            samples.append((m, image_passes(r["epochs"], sizes.get(r.get("part"), 0),
-                                            evals[ev]), r["seconds"]))
-        return TimeModel(samples)
-
     def decide(self, i: int, best: dict, recs: list[dict], cut: list[str] = ()) -> dict:
-        """Move to the best child by validation accuracy; the incumbent stays on ties.
+        """Keep what the selector keeps (NASH: the best child by validation accuracy, then
+        loss; the incumbent stays on ties); returns the first kept, the run's new best.
 
-        `cut`: candidates halving stopped before the last rung (listed, never chosen).
+        `cut`: candidates never trained or stopped by the pruner before the last rung
+        (listed, never chosen).
         """
         ok = [r for r in recs if r["event"] == Event.MODEL_TRAINED]
         if not ok:
@@ -437,8 +340,10 @@ class Climber:
             raise TrainingError(f"step {i}: every candidate failed (first: "
                                 f"{first.splitlines()[0] if first else 'no reason'}); "
                                 f"{RETRY_HINT}")
-        winner = ranked(i, ok)[0]
+        kept = self.rules.selector.select(i, ok)
+        winner = kept[0]
         self.log({"event": Event.STEP_DECIDED, "step": i, "best": winner["model"],
+                  "kept": [r["model"] for r in kept],
                   "previous": best["model"], "val_accuracy": winner["val_accuracy"],
                   "params": winner["params"],
                   "candidates": [r["model"] for r in recs] + list(cut)})
@@ -465,13 +370,17 @@ class Climber:
         else:   # a run made before morphclimb recorded mean/std: record them now
             self.log({"event": Event.RUN_RESUMED, "dataset": self.info})
         best = self.pretrain()
-        for i in range(1, self.c.n_steps + 1):
-            won = self.step(i, best)
-            if won is None:          # the time budget ended the climb before step i
+        kept, i = [best], 1
+        while self.rules.go_on(self, i):     # NASH: up to n_steps
+            parent, = self.rules.proposer.parents(i, kept)   # the engine climbs from one
+            won = self.step(i, parent)
+            if won is None:          # a stopper (the time budget) ended the climb before step i
                 break
             best = won
+            kept = [self.state.trained[m] for m in self.state.kept(i)]
             if self.c.keep_weights == "best":
                 self.drop_losers(i)
+            i += 1
         return self.final(best)
 
     def final(self, best: dict) -> dict:
@@ -505,8 +414,8 @@ class Climber:
                 continue
             if self.c.time_budget is not None and not done:
                 best = self.state.trained[final["parent"]]
-                cost = self.after_climb_costs(self.time_model(), best,
-                                              len(self.state.decided)).get(name, 0.0)
+                cost = after_climb_costs(self, time_model(self), best,
+                                         len(self.state.decided)).get(name, 0.0)
                 if name == "reference":      # as long as the search: planned for only if
                     cost = final.get("clock", 0.0)   # it fits after the rest (not the climb)
                 left = self.c.time_budget - self.clock()
@@ -518,10 +427,10 @@ class Climber:
         return skipped
 
     def drop_losers(self, i: int) -> None:
-        """Delete the weights of step i's candidates that lost (idempotent)."""
-        best = self.state.decided[i]["best"]
+        """Delete the weights of step i's candidates that were not kept (idempotent)."""
+        kept = set(self.state.kept(i))
         for m, r in self.state.trained.items():
-            if r.get("step") == i and r.get("role") in ("child", "incumbent") and m != best:
+            if r.get("step") == i and r.get("role") in ("child", "incumbent") and m not in kept:
                 self.run.drop_weights(m)
 
     def retry_failed(self, changes: dict[str, Any]) -> list[str]:
@@ -531,18 +440,6 @@ class Climber:
         if again:
             self.log({"event": Event.FAILURES_RETRIED, "models": again, "changes": changes})
         return again
-
-
-def ranked(i: int, recs: list[dict]) -> list[dict]:
-    """Step i's trained candidates, best first: highest validation accuracy, then lowest
-    validation loss; on a tie the incumbent (the current best stays unless beaten), then the
-    earlier child. Failed ones are left out. Both a step's decision and halving's cuts use it."""
-    def key(pos_rec):
-        pos, r = pos_rec
-        incumbent = incumbent_id(i) in (r["model"], r.get("candidate"))
-        return (-r["val_accuracy"], r["val_loss"], not incumbent, pos)
-    ok = [(pos, r) for pos, r in enumerate(recs) if r["event"] == Event.MODEL_TRAINED]
-    return [r for _, r in sorted(ok, key=key)]
 
 
 MAX_DRAWS = 50   # draws of morphisms per child before it is given up

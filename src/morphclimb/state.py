@@ -101,6 +101,11 @@ class RunState:
             return self.trained.get(self.decided[max(self.decided)]["best"])
         return self.trained.get(MODEL0)
 
+    def kept(self, step: int) -> list[str]:
+        """The models step `step` kept, its best first (journals before "kept": its best)."""
+        d = self.decided[step]
+        return list(d.get("kept") or [d["best"]])
+
     def kept_incumbent(self, step: int) -> bool:
         """Whether step `step` kept the current best (no child beat it)."""
         d = self.decided[step]

@@ -1,0 +1,106 @@
+"""Issue 22: is the search better than what a user would train instead, for the same time?
+
+For each seed, two ordinary searches on the demo's data (the `demo` preset: bundled mini
+CIFAR-10, 8,000 train / 2,000 validation / 2,000 test images), each with the equal-time
+reference of `--set reference=...` (a start point trained alone, by the same trainer, for the
+search's wall time), so every comparison is made inside one run, side by side:
+
+    model0   the paper's search from model_0 (the demo as it is); reference: auto
+    <start>  the same search from a known-good start point (--start resnet8 by default),
+             compared with that same network trained alone for the search's wall time
+
+    .venv/bin/python benchmarks/value.py --seeds 0 1 2 3 4 --threads 1
+    .venv/bin/python benchmarks/value.py --seeds 0 1 2 3 4 --report-only
+
+Runs go to runs/value/<variant>-s<seed> (finished ones are reused, killed ones resumed). The
+table: test error and wall time of (a) the search from model_0, (b) the search from the start
+point, (c) the start point alone for (b)'s wall time; paired by seed, (b) minus (c) with t.
+Wall-time comparisons are only fair when the machine's load does not change during a run:
+run one search at a time per core, and say what else ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cpu_table1 as t1  # noqa: E402
+from morphclimb.config import resolve  # noqa: E402
+from morphclimb.journal import RunDir  # noqa: E402
+from morphclimb.nash import hill_climb, resume  # noqa: E402
+
+
+def variants(start: str) -> dict[str, dict]:
+    return {"model0": {"reference": "auto"},
+            start: {"start": start, "reference": start}}
+
+
+def run(name: str, overrides: dict, seed: int, out: Path, threads: int | None) -> dict:
+    run_dir = out / f"{name}-s{seed}"
+    if (run_dir / "results.json").exists() and RunDir.open(run_dir).state().finished:
+        return json.loads((run_dir / "results.json").read_text())
+    if (run_dir / "journal.jsonl").exists():
+        return resume(run_dir, **({"threads": threads} if threads else {})).results
+    cfg = resolve("demo", overrides={**overrides, "seed": seed, "threads": threads})
+    return hill_climb(cfg, run_dir).results
+
+
+def row(r: dict) -> dict:
+    ref = r.get("reference") or {}
+    return {"error": r["final"]["test_error"], "wall": r["search_clock_s"],
+            "params": r["final"]["params"], "ref_error": ref.get("test_error"),
+            "ref_name": ref.get("start_point"), "ref_wall": ref.get("seconds"),
+            "ref_epochs": ref.get("epochs")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--start", default="resnet8", help="the known-good start point (b)")
+    ap.add_argument("--out", default="runs/value")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    got: dict[str, dict[int, dict]] = {v: {} for v in variants(args.start)}
+    for seed in args.seeds:
+        for name, over in variants(args.start).items():
+            d = out / f"{name}-s{seed}"
+            if args.report_only:
+                if (d / "results.json").exists() and RunDir.open(d).state().finished:
+                    got[name][seed] = row(json.loads((d / "results.json").read_text()))
+                continue
+            r = run(name, over, seed, out, args.threads)
+            got[name][seed] = row(r)
+            print(f"{name} seed {seed}: {got[name][seed]}", flush=True)
+    print(f"machine: {t1.cpu_model()}; demo preset; runs under {out}")
+    print("| seed | (a) search from model_0: error, wall s | (b) search from "
+          f"{args.start}: error, wall s | (c) {args.start} alone, (b)'s wall time: error, "
+          "epochs, wall s | (b) minus (c) |")
+    print("|---|---|---|---|---:|")
+    a, b = got["model0"], got[args.start]
+    diffs = {}
+    for s in sorted(set(a) | set(b)):
+        ca = f"{a[s]['error']:.2f}%, {a[s]['wall']:.0f}" if s in a else "-"
+        cb = f"{b[s]['error']:.2f}%, {b[s]['wall']:.0f}" if s in b else "-"
+        cc, d = "-", "-"
+        if s in b and b[s]["ref_error"] is not None:
+            cc = f"{b[s]['ref_error']:.2f}%, {b[s]['ref_epochs']}, {b[s]['ref_wall']:.0f}"
+            diffs[s] = b[s]["error"] - b[s]["ref_error"]
+            d = f"{diffs[s]:+.2f}"
+        print(f"| {s} | {ca} | {cb} | {cc} | {d} |")
+    if len(diffs) > 1:
+        m, sd = statistics.mean(diffs.values()), statistics.stdev(diffs.values())
+        t = m / (sd / len(diffs) ** 0.5) if sd > 0 else float("nan")
+        print(f"(b) minus (c): {m:+.2f} +/- {sd:.2f} points over {len(diffs)} seeds, paired t "
+              f"{t:+.2f}; the search from {args.start} won in "
+              f"{sum(x < 0 for x in diffs.values())} of {len(diffs)}")
+
+
+if __name__ == "__main__":
+    main()

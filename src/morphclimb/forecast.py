@@ -1,0 +1,82 @@
+"""Time predictions over a climb (nash.Climber): what the trainings still to come will take,
+from the trainings measured so far; what the time budget (rules.TimeBudget) asks."""
+
+from __future__ import annotations
+
+from .budget import TimeModel, fits, image_passes, mflops
+from .events import MODEL0, Event
+from .spec import Arch
+
+
+def budget_allows(climber, i: int, tasks: list, best: dict, rungs=None,
+                  seconds: float | None = None) -> bool:
+    """Whether step i's remaining trainings, then the final training (and the jobs after
+    it), fit in what is left of the time budget (`seconds`, by default the config's); else
+    journal why the climb stops.
+
+    `rungs`: with successive halving, the rungs still ahead (`tasks` train the first).
+    """
+    c = climber.c
+    budget = c.time_budget if seconds is None else seconds
+    if climber.state.stopped is not None:
+        return False
+    model = time_model(climber)
+    n_train, n_val = len(climber.split.train), len(climber.split.val)
+    costs = {}
+    todo = [t for t in tasks if climber.state.outcome(t.model_id) is None]
+    if todo:
+        sizes = [mflops(Arch.from_dict(t.arch)) for t in todo]
+        if rungs:   # halving: the pruner's survivors go on to each next rung
+            n, passes = len(todo), 0.0
+            for epochs in rungs:
+                passes += n * image_passes(epochs, n_train, n_val)
+                n = climber.rules.pruner.survivors(n)
+            costs[f"step {i}"] = model.seconds(sum(sizes) / len(sizes), passes)
+        else:
+            costs[f"step {i}"] = sum(model.seconds(m, image_passes(t.epochs, n_train, n_val))
+                                     for m, t in zip(sizes, todo))
+    costs.update(after_climb_costs(climber, model, best, steps_done=i - 1))
+    ok, account = fits(budget - climber.clock(), costs)
+    if not ok:
+        what = f"step {i}" if len(todo) == len(tasks) else f"the rest of step {i}"
+        climber.log({"event": Event.CLIMB_STOPPED, "step": i, "steps_run": i - 1,
+                     "reason": f"time budget {budget:.0f}s: {what} and what "
+                               f"follows {account}", "predicted": costs})
+    return ok
+
+
+def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
+                      ) -> dict[str, float]:
+    """Predicted seconds of the final training and of the jobs configured after it."""
+    c, split = climber.c, climber.split
+    n_full, n_test = len(split.train_full), len(split.test)
+    size = mflops(climber.load_arch(best["model"]))
+    out = {"final": model.seconds(size, image_passes(c.epoch_final, n_full, n_test))}
+    lineage = best.get("lineage", 0) + c.epoch_final
+    if c.baseline:
+        m0 = mflops(climber.load_arch(MODEL0))
+        out["baseline"] = model.seconds(m0, image_passes(lineage, n_full, n_test))
+    if c.retrain or c.final_model == "retrain":
+        out["retrain"] = model.seconds(size, image_passes(lineage, n_full, n_test))
+    if c.snapshot_ensemble and steps_done > 1:
+        out["snapshots"] = (steps_done - 1) * model.seconds(
+            size, image_passes(c.epoch_final, n_full, n_test))
+    return out
+
+
+def time_model(climber) -> TimeModel:
+    """Seconds per image pass against MFLOPs, from every training measured so far."""
+    split = climber.split
+    sizes = {"train": len(split.train), "train_full": len(split.train_full)}
+    evals = {"val": len(split.val), "test": len(split.test)}
+    samples = []
+    for r in climber.state.trained.values():
+        if "seconds" not in r:
+            continue
+        m = r.get("mflops")
+        if m is None:
+            m = mflops(climber.load_arch(r["model"]))
+        ev = "test" if r.get("part") == "train_full" else "val"
+        samples.append((m, image_passes(r["epochs"], sizes.get(r.get("part"), 0),
+                                        evals[ev]), r["seconds"]))
+    return TimeModel(samples)
