@@ -52,7 +52,9 @@ def run(name: str, overrides: dict, seed: int, out: Path, threads: int | None) -
 
 def row(r: dict) -> dict:
     ref = r.get("reference") or {}
-    return {"error": r["final"]["test_error"], "wall": r["search_clock_s"],
+    # the run's answer: the search's final model, or its retrain where final_model says so
+    return {"error": r[r.get("model", "final")]["test_error"], "wall": r["search_clock_s"],
+            "search_error": r["final"]["test_error"],
             "params": r["final"]["params"], "ref_error": ref.get("test_error"),
             "ref_name": ref.get("start_point"), "ref_wall": ref.get("seconds"),
             "ref_epochs": ref.get("epochs")}

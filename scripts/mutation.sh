@@ -9,11 +9,11 @@
 #
 # MODULE: seeds, budget, state, config, train, rules, halving, forecast, nash, morphisms.
 # Everything runs in a copy of src/, tests/ and pyproject.toml under $MUTATION_DIR/MODULE
-# (default /tmp/morphclimb-mutation), so mutants never appear in the working tree; a second
-# run of the same module reuses mutmut's cache there and only redoes mutants whose function
-# (or tests) changed.
-# Environment: MUTATION_DIR, MUTATION_JOBS (parallel mutants, default 2), NICE (default 10),
-# PYTHON (default .venv/bin/python; mutmut 3 is installed into it when missing).
+# (default /tmp/morphclimb-mutation), so mutants never appear in the working tree. Each run
+# starts afresh; MUTATION_CACHE=keep reuses mutmut's cache there instead (it reruns mutants
+# whose function changed, but keeps verdicts across edited tests: quick, not a final score).
+# Environment: MUTATION_DIR, MUTATION_CACHE, MUTATION_JOBS (parallel mutants, default 2),
+# NICE (default 10), PYTHON (default .venv/bin/python; mutmut 3 is installed when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -130,8 +130,9 @@ if [ "${1:-}" = "results" ]; then exec "$PY" -m mutmut results; fi
 if [ "${1:-}" = "show" ]; then exec "$PY" -m mutmut show "$2"; fi
 if [ $# -gt 0 ]; then NAMES="$*"; fi
 
-# a fresh copy of the code and tests (mutmut's cache in mutants/ is kept)
+# a fresh copy of the code and tests (and of mutmut's cache unless MUTATION_CACHE=keep)
 rm -rf src tests pyproject.toml setup.cfg
+if [ "${MUTATION_CACHE:-}" != "keep" ]; then rm -rf mutants; fi
 cp -r "$ROOT/src" "$ROOT/tests" "$ROOT/pyproject.toml" .
 find src tests -name __pycache__ -prune -exec rm -rf {} +
 {
@@ -174,4 +175,4 @@ for n, s in rows:
 PY
 }
 
-main "$@"
+main "$@"; exit $?

@@ -160,6 +160,29 @@ def test_available_bytes_cpu_cuda_and_unknown(monkeypatch):
     assert available_bytes("cuda:1") == 123
 
 
+def test_the_time_model_of_a_run_counts_each_training_on_its_data():
+    """forecast.time_model: one sample per timed training, its image passes on the data it
+    trained on (train, or train + validation) plus its evaluation (val, or test)."""
+    from types import SimpleNamespace
+
+    from morphclimb.forecast import time_model
+    split = SimpleNamespace(train=range(100), train_full=range(130), val=range(30),
+                            test=range(60))
+    st = RunState()
+    for r in ({"model": "x", "params": 1, "epochs": 1, "part": "train"},      # not timed
+              {"model": "m0", "params": 1, "epochs": 2, "part": "train", "mflops": 1.0,
+               "seconds": 3.0},
+              {"model": "final", "params": 1, "epochs": 1, "part": "train_full",
+               "mflops": 3.0, "seconds": 5.0},
+              {"model": "s01c1", "params": 1, "epochs": 1, "part": "train", "seconds": 2.0}):
+        st.apply({"event": "model_trained", **r})
+    climber = SimpleNamespace(split=split, state=st, load_arch=lambda m: TINY_ARCH)
+    got = time_model(climber)
+    want = TimeModel([(1.0, 2 * 100 + 30 / 3, 3.0), (3.0, 130 + 60 / 3, 5.0),
+                      (mflops(TINY_ARCH), 100 + 30 / 3, 2.0)])     # no mflops: from its arch
+    assert got.n == 3 and (got.a, got.b) == pytest.approx((want.a, want.b), rel=1e-12)
+
+
 # ------------------------------------------------------------------ journal replay
 def _r(event, **kw):
     return {"event": event, **kw}

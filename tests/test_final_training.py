@@ -86,3 +86,43 @@ def test_final_training_starts_from_the_prepared_winner(tiny_npz, tmp_path, monk
     # only the final training: every other training starts from lr_start
     other = run.records("model_trained")
     assert all(r["curves"][0]["lr"] <= cfg.lr_start for r in other if r["role"] != "final")
+
+
+def test_auto_rule_by_hand():
+    from morphclimb.config import AUTO_RETRAIN_BELOW, retrain_is_answer
+    assert AUTO_RETRAIN_BELOW == 0.5
+    assert retrain_is_answer("auto", 6, 22)            # 27%: the measured gap
+    assert retrain_is_answer("auto", 10, 22)           # 45%
+    assert not retrain_is_answer("auto", 11, 22)       # 50% is not below 50%
+    assert not retrain_is_answer("auto", 6, 0)
+    assert retrain_is_answer("retrain", 100, 100)
+    assert not retrain_is_answer("search", 1, 100)
+
+
+@pytest.mark.parametrize("epoch_final,answer", [(1, "retrain"), (4, "final")])
+def test_final_model_auto_retrains_where_the_rule_says(tiny_npz, tmp_path, epoch_final, answer):
+    cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "epoch_final": epoch_final,
+                          "final_model": "auto"})
+    res = hill_climb(cfg, tmp_path / "run").results   # lineage 1 + 2 + f: 25% or 57% final
+    trained = RunDir.open(tmp_path / "run").state().trained
+    assert res["model"] == answer
+    assert ("retrain" in trained) == (answer == "retrain")
+    assert res["model_why"].startswith("final_model=auto")
+    assert ("retrained from scratch" in res["model_why"]) == (answer == "retrain")
+    if answer == "retrain":
+        assert trained["retrain"]["epochs"] == trained["final"]["lineage"]
+
+
+def test_final_model_auto_retraining_is_planned_in_the_time_budget(tiny_npz, tmp_path):
+    from morphclimb import forecast
+    from morphclimb.nash import attach
+    hill_climb(SearchConfig(**{**TINY, "dataset": tiny_npz, "n_steps": 1}), tmp_path / "run")
+    for final_model, planned in (("auto", True), ("search", False)):
+        with attach(tmp_path / "run", {"final_model": final_model}) as climber:
+            best = climber.state.trained["m0"]        # lineage 1 + final 1: 50%, not below
+            costs = forecast.after_climb_costs(climber, forecast.time_model(climber), best, 0)
+            assert "retrain" not in costs
+            best = climber.state.trained[climber.state.decided[1]["best"]]   # 1 of 3: 33%
+            costs = forecast.after_climb_costs(climber, forecast.time_model(climber), best, 1)
+            assert ("retrain" in costs) == planned
+            assert costs.get("retrain", 0) >= 0

@@ -126,17 +126,35 @@ def test_the_climb_trains_with_sgdr_or_a_constant_lr(tiny_npz, tmp_path, sgdr):
 
 
 # ------------------------------------------------------------------ successive halving
-def test_halving_keeps_the_ceiling_of_n_over_eta(tiny_npz, tmp_path):
+def test_halving_keeps_the_ceiling_of_n_over_eta(tiny_npz, tmp_path, monkeypatch):
     """The recommended rungs=[1,1,2], eta=2 with 5 candidates: 5 -> 3 -> 2 (not 5 -> 2 -> 1),
-    and (without SGDR) every rung at the constant lr."""
+    each rung going on from the weights the last one left, and (without SGDR) every rung at
+    the constant lr."""
+    started = {}                      # model id -> the weights its training started from
+    real = nash.Climber.train_all
+
+    def spy(self, tasks, guard=None):
+        started.update({t.model_id: t.weights for t in tasks})
+        return real(self, tasks, guard)
+
+    monkeypatch.setattr(nash.Climber, "train_all", spy)
     out = tmp_path / "run"
     hill_climb(cfg(tiny_npz, n_steps=1, n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2,
                    sgdr_climb=False), out)
-    st = RunDir.open(out).state()
+    run = RunDir.open(out)
+    st = run.state()
+    for m in st.trained:
+        if m.endswith(("r2", "r3")):  # from the previous rung's trained weights
+            w = run.load_model(m[:-1] + str(int(m[-1]) - 1))[1]
+            assert started[m] is not None and all(torch.equal(started[m][k], w[k]) for k in w)
+    m0 = run.load_model("m0")[1]      # rung 1 of the incumbent: the parent's weights
+    assert all(torch.equal(started["s01incr1"][k], m0[k]) for k in m0)
+    assert all(started[f"s01c{j}r1"] is not None for j in range(1, 5))
     cands = ["s01c1", "s01c2", "s01c3", "s01c4", "s01inc"]
     r1, r2 = st.rungs[(1, 1)], st.rungs[(1, 2)]
     assert sorted(r1["kept"] + r1["cut"]) == sorted(f"{c}r1" for c in cands)
     assert (len(r1["kept"]), len(r1["cut"])) == (3, 2)               # ceil(5 / 2) = 3
+    assert (r1["epochs"], r2["epochs"]) == (1, 1)
     assert sorted(m[:-1] + "1" for m in r2["kept"] + r2["cut"]) == sorted(r1["kept"])
     assert (len(r2["kept"]), len(r2["cut"])) == (2, 1)               # ceil(3 / 2) = 2
     assert (1, 3) not in st.rungs                                    # the last rung decides
@@ -160,14 +178,67 @@ def test_halving_keeps_the_ceiling_of_n_over_eta(tiny_npz, tmp_path):
         assert [c["lr"] for c in r["curves"]] == [LR] * r["epochs"], r["model"]
 
 
+HALVING = dict(n_steps=1, n_neigh=3, epoch_neigh=2, rungs=(1, 1), eta=2)
+
+
+@pytest.mark.parametrize("kill_at", ["s01c2r1", "rung 1"])
+def test_halving_resumed_in_a_rung_ends_as_an_uninterrupted_run(tiny_npz, tmp_path, kill_at):
+    """Killed inside rung 1 (after s01c2r1) or between the rungs: the resumed step trains
+    nothing twice, decides each rung once, and every model carries the lineage and epochs of
+    the uninterrupted run."""
+    hill_climb(cfg(tiny_npz, **HALVING), tmp_path / "full")
+
+    def kill(e):
+        if (e["event"] == "model_trained" and e["model"] == kill_at) or (
+                e["event"] == "rung_decided" and kill_at == f"rung {e['rung']}"):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        hill_climb(cfg(tiny_npz, **HALVING), out, callback=kill)
+    resume(out)
+    assert summary(out) == summary(tmp_path / "full")
+    recs = RunDir.open(out).records()
+    trained = [r["model"] for r in recs if r["event"] == "model_trained"]
+    assert len(trained) == len(set(trained))
+    assert [(r["step"], r["rung"]) for r in recs if r["event"] == "rung_decided"] == [(1, 1)]
+    want = RunDir.open(tmp_path / "full").state().trained
+    got = RunDir.open(out).state().trained
+    assert sorted(got) == sorted(want)
+    for m, r in got.items():
+        assert (r["lineage"], r["epochs"]) == (want[m]["lineage"], want[m]["epochs"]), m
+
+
+def test_halving_leaves_out_a_child_with_no_acceptable_draw(tiny_npz, tmp_path, monkeypatch):
+    real = nash.apply_random_morphisms
+    calls = []
+
+    def second_child_never_changes(arch, weights, n, rng, probe=None):
+        calls.append(1)       # draw 1: child 1; the next MAX_DRAWS: child 2's, all rejected
+        if 1 < len(calls) <= 1 + nash.MAX_DRAWS:
+            return arch, weights, []
+        return real(arch, weights, n, rng, probe=probe)
+
+    monkeypatch.setattr(nash, "apply_random_morphisms", second_child_never_changes)
+    hill_climb(cfg(tiny_npz, **{**HALVING, "n_neigh": 4}), tmp_path / "run")
+    st = RunDir.open(tmp_path / "run").state()
+    assert "no acceptable child" in st.failed["s01c2"]["reason"]
+    assert not any(m.startswith("s01c2r") for m in st.trained)
+    r1 = st.rungs[(1, 1)]
+    assert sorted(r1["kept"] + r1["cut"]) == ["s01c1r1", "s01c3r1", "s01incr1"]
+    assert len(r1["kept"]) == 2                                      # ceil(3 / 2)
+    assert "s01c2" in st.decided[1]["candidates"]
+
+
 # ------------------------------------------------------------------ time budget
 @pytest.mark.parametrize("halving", ["none", "1-1-2", "1-1"])
 def test_a_stopped_climb_journals_the_cost_it_predicted(tiny_npz, tmp_path, halving):
     """The prediction that stops a climb, recomputed from budget.py's documented model: one
     measured training (model_0) gives seconds per pass and MFLOP; 15 % margin."""
-    kw = {"none": dict(n_neigh=3, epoch_neigh=2),
+    kw = {"none": dict(n_neigh=3, epoch_neigh=2, final_model="retrain"),
           "1-1-2": dict(n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2),
-          "1-1": dict(n_neigh=2, epoch_neigh=2, rungs=(1, 1), eta=2)}[halving]
+          "1-1": dict(n_neigh=2, epoch_neigh=2, rungs=(1, 1), eta=2,
+                      snapshot_ensemble=True)}[halving]     # no snapshots after 0 steps
     c = cfg(tiny_npz, n_steps=1, epoch_final=2, time_budget=0.01, **kw)
     out = tmp_path / "run"
     hill_climb(c, out)
@@ -190,6 +261,9 @@ def test_a_stopped_climb_journals_the_cost_it_predicted(tiny_npz, tmp_path, halv
     assert got["step 1"] == pytest.approx(per_mflop_pass * want, rel=1e-9)
     assert got["final"] == pytest.approx(per_mflop_pass * m0["mflops"]
                                          * passes(2, n_full, n_test), rel=1e-9)
+    if halving == "none":      # final_model=retrain: m0's epochs and the final's, from scratch
+        assert got.pop("retrain") == pytest.approx(per_mflop_pass * m0["mflops"]
+                                                   * passes(1 + 2, n_full, n_test), rel=1e-9)
     assert set(got) == {"step 1", "final"}
     assert st.trained["final"]["parent"] == "m0"
     assert st.stopped["step"] == 1 and st.stopped["steps_run"] == 0

@@ -212,7 +212,7 @@ def _set(key, value):
     (_set("classes", ["c0", 1, "c2", "c3"]), "classes"),
     (_set("classes", ["c0", "c1", "c2"]), "num_classes"),
     (lambda d: (d.__setitem__("classes", ["a", "b", "c"]), d.pop("num_classes")),
-     "predicts 4 outputs per image but the run records 3 classes"),
+     "predicts 4 outputs per image; the run records 3 classes"),
     (_set("image_size", [0, 8]), "image_size"),
     (_set("image_size", [8, 8, 8]), "image_size"),
     (_set("image_size", [16, 16]), "reads 3-channel 8x8 images"),

@@ -184,9 +184,9 @@ def _print_result(r: dict) -> None:
     from .results import reference_line
     if reference_line(r):
         print(reference_line(r))
-    if r.get("model", "final") != "final":
-        print(f"the run's model (evaluate, export, predict): {r['model']} (final_model="
-              f"{r['config'].get('final_model')})")
+    if r.get("model", "final") != "final" or r["config"].get("final_model") == "auto":
+        why = r.get("model_why") or f"final_model={r['config'].get('final_model')}"
+        print(f"the run's answer (evaluate, export, predict): {r['model']}; {why}")
     if "snapshot_ensemble" in r:
         e = r["snapshot_ensemble"]
         print(f"snapshot ensemble ({len(e['members'])} models): test error "

@@ -100,7 +100,7 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
     climb = r.get("climb", {})
     start = climb.get("start") or {}
     if start.get("kind") not in (None, "model0"):
-        lines.append(f"started from {start.get('source')}"
+        lines.append(f"started from {start.get('source') or start.get('name')}"
                      + (f" (model {start['model']})" if start.get("model") else ""))
     if climb.get("stopped"):
         lines.append(f"climb stopped after {climb['steps_run']} of {climb['n_steps']} steps: "
@@ -127,6 +127,8 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
             lines.append(f"{key}: test error {r[key]['test_error']:.2f}%")
     if reference_line(r):
         lines.append(reference_line(r))
+    if r.get("model_why"):
+        lines.append(f"the run's answer: {r['model']}; {r['model_why']}")
     if "snapshot_ensemble" in r:
         e = r["snapshot_ensemble"]
         lines.append(f"snapshot ensemble: test error {e['test_error']:.2f}%, "

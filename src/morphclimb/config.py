@@ -37,6 +37,10 @@ class SearchConfig:
     sgdr_climb: bool = True           # False: the paper's "no SGDR" ablation (constant lr_start)
     rungs: tuple[int, ...] = ()       # successive halving: epochs of each rung (sum epoch_neigh)
     eta: int = 3                      # halving: the best 1/eta of a rung go on to the next
+    # approximate morphisms and distillation (LEMONADE; docs/distill.md)
+    approximate: bool = False         # children may also be made by approximate morphisms
+    distill_weight: float = 0.5       # a child of an approximate morphism learns from its
+    distill_temperature: float = 4.0  # parent: (1-w) CE + w T^2 KL (w = 0: no distillation)
     # starting network
     widths: tuple[int, int, int] = (32, 64, 128)
     start: str | None = None          # start from a run directory or an arch.json instead
@@ -49,7 +53,8 @@ class SearchConfig:
     snapshot_ensemble: bool = False   # train each step's best on train+val and ensemble them
     retrain: bool = False             # retrain the found architecture from scratch (Table 2)
     baseline: bool = False            # train model_0 for the same total epochs, for comparison
-    final_model: str = "search"       # "retrain": the run's model is the retrained one
+    final_model: str = "search"       # "retrain": the run's model is the retrained one;
+                                      # "auto": retrained when the final share is small
     reference: str | None = None      # "auto" or a start point (resnet20...): trained alone
                                       # for the search's wall time, for comparison
     # the final training (on train + validation) of the climb's winner
@@ -89,9 +94,12 @@ class SearchConfig:
         return dataclasses.replace(self, **canonical_keys(changes))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
+        """A JSON-ready dict of every field (but the QUIET keys at their defaults)."""
         d = dataclasses.asdict(self)
         d["widths"], d["rungs"] = list(self.widths), list(self.rungs)
+        for key in QUIET:
+            if d[key] == FIELDS[key].default:
+                del d[key]
         return d
 
     @classmethod
@@ -106,6 +114,10 @@ class SearchConfig:
 
 
 FIELDS = {f.name: f for f in fields(SearchConfig)}
+# keys added after runs were journaled that change nothing at their defaults: to_dict leaves
+# them out while they hold them, so a NASH run's config.json and journal are byte for byte
+# what they were before the keys existed (from_dict fills them in)
+QUIET = ("approximate", "distill_weight", "distill_temperature")
 _LOWER = {k.lower(): k for k in FIELDS}   # keys are accepted in any case (n_NM: n_nm)
 _HINTS = get_type_hints(SearchConfig)
 # field -> the types its value may have (a union split into its members; a tuple kept whole)
@@ -117,7 +129,7 @@ PAPER = dict(n_steps=5, n_neigh=8, n_nm=5, epoch_pretrain=20, epoch_neigh=17, ep
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(dataset="mini-cifar10", n_steps=3, n_neigh=4, n_nm=2, epoch_pretrain=4,
                  epoch_neigh=3, epoch_final=6, widths=(16, 32, 64), baseline=True,
-                 reference="auto"),
+                 reference="auto", final_model="auto"),
     "table1-nash": dict(PAPER),
     "table1-nosgdr": dict(PAPER, sgdr_climb=False),
     "table1-random": dict(PAPER, n_neigh=1),
@@ -136,7 +148,21 @@ PRESET_HELP = {
 }
 EXECUTORS = ("auto", "serial", "local", "ray", "streams")
 TRAIN_STEPS = ("eager", "cuda_graph", "compile")   # train.fit's `step` (it also takes "auto")
-FINAL_MODELS = ("search", "retrain")   # which model a run hands out (evaluate, export, predict)
+FINAL_MODELS = ("search", "retrain", "auto")   # the model a run hands out (evaluate, export,
+                                                # predict); auto: retrain_is_answer's rule
+# final_model=auto retrains the found architecture from scratch, and hands that out, when the
+# final training is less than this share of the answer's epochs (BENCHMARKS.md, issue 19: at
+# the CPU scale the retrained network beat the search's own model by ~5 points at a 27% share)
+AUTO_RETRAIN_BELOW = 0.5
+
+
+def retrain_is_answer(final_model: str, epoch_final: int, lineage: int) -> bool:
+    """Whether the run's answer is its architecture retrained from scratch: final_model
+    "retrain", or "auto" when the final training is under AUTO_RETRAIN_BELOW of the answer's
+    `lineage` epochs (pretraining, climb and final training)."""
+    if final_model == "retrain":
+        return True
+    return final_model == "auto" and lineage > 0 and epoch_final / lineage < AUTO_RETRAIN_BELOW
 KEEP_WEIGHTS = ("all", "best")  # which trained models keep their weights on disk
 # the trainer's settings (train.TrainConfig's fields but sgdr; tests check they agree), where a
 # search runs, and what `resume --set` may change (the training settings are journaled)
@@ -334,6 +360,11 @@ def check(c: SearchConfig) -> None:
             raise ConfigError("rungs (successive halving) need n_neigh >= 2")
     if c.eta < 2:
         raise ConfigError(f"eta must be >= 2, got {c.eta}")
+    if not (_finite(c.distill_weight) and 0 <= c.distill_weight <= 1):
+        raise ConfigError(f"distill_weight must be in [0, 1], got {c.distill_weight}")
+    if not (_finite(c.distill_temperature) and c.distill_temperature > 0):
+        raise ConfigError(f"distill_temperature must be a finite number > 0, got "
+                          f"{c.distill_temperature}")
     if c.n_steps > 0 and c.n_neigh > 1 and c.n_nm < 1:
         raise ConfigError("n_nm must be >= 1 when children are made (n_neigh > 1)")
 

@@ -4,6 +4,7 @@ from the trainings measured so far; what the time budget (rules.TimeBudget) asks
 from __future__ import annotations
 
 from .budget import TimeModel, fits, image_passes, mflops
+from .config import retrain_is_answer
 from .events import MODEL0, Event
 from .spec import Arch
 
@@ -56,7 +57,7 @@ def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
     if c.baseline:
         m0 = mflops(climber.load_arch(MODEL0))
         out["baseline"] = model.seconds(m0, image_passes(lineage, n_full, n_test))
-    if c.retrain or c.final_model == "retrain":
+    if c.retrain or retrain_is_answer(c.final_model, c.epoch_final, lineage):
         out["retrain"] = model.seconds(size, image_passes(lineage, n_full, n_test))
     if c.snapshot_ensemble and steps_done > 1:
         out["snapshots"] = (steps_done - 1) * model.seconds(

@@ -60,4 +60,5 @@ def rung_task(climber, t: TrainTask, r: int, epochs: int) -> TrainTask:
     arch, w = Arch.from_dict(t.arch), t.weights
     if r > 1:
         arch, w = climber.load_model(t.model_id)
-    return climber.task(mid, arch, w, epochs, sgdr=climber.c.sgdr_climb, **meta)
+    return climber.task(mid, arch, w, epochs, sgdr=climber.c.sgdr_climb, teacher=t.teacher,
+                        **meta)

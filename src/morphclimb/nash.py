@@ -17,7 +17,14 @@ from . import preprocess, restore
 from .augment import probe_images
 from .budget import mflops, size_problem
 from .build import build
-from .config import EXEC_KEYS, RESUME_KEYS, TRAIN_KEYS, SearchConfig, canonical_keys
+from .config import (
+    EXEC_KEYS,
+    RESUME_KEYS,
+    TRAIN_KEYS,
+    SearchConfig,
+    canonical_keys,
+    retrain_is_answer,
+)
 from .data.load import load_split
 from .errors import ConfigError, RunDirError, TrainingError
 from .events import (
@@ -34,7 +41,7 @@ from .executors import make_executor
 from .forecast import after_climb_costs, time_model
 from .halving import halving
 from .journal import RunDir
-from .morphisms import apply_random_morphisms
+from .morphisms import APPROXIMATE, apply_random_morphisms
 from .rules import Rules, nash_rules, ranked
 from .seeds import derive_seed
 from .spec import Arch
@@ -42,7 +49,7 @@ from .startpoint import load_start
 from .state import RunState
 from .train import TrainConfig
 from .warmstart import shrink_perturb
-from .worker import TrainOutcome, TrainTask
+from .worker import Teacher, TrainOutcome, TrainTask
 
 __all__ = ["Climber", "SearchResult", "attach", "hill_climb", "load_split", "ranked", "resume",
            "search"]
@@ -139,13 +146,27 @@ class Climber:
 
     # ------------------------------------------------------------------ training
     def task(self, model_id: str, arch: Arch, weights, epochs: int, *, sgdr: bool = True,
-             part: str = "train", eval_part: str | None = "val", **meta) -> TrainTask:
+             part: str = "train", eval_part: str | None = "val",
+             teacher: Teacher | None = None, **meta) -> TrainTask:
         """A training task with its seed derived from (run seed, model id)."""
         return TrainTask(model_id, arch.to_dict(), weights, epochs, train_config(self.c, sgdr),
                          derive_seed(self.c.seed, "train", model_id), part=part,
                          eval_part=eval_part, init_seed=derive_seed(self.c.seed, "init", model_id),
                          meta=dict(meta, lineage=meta.get("lineage", 0) + epochs),
-                         step=self.c.train_step)
+                         step=self.c.train_step, teacher=teacher)
+
+    def teacher_for(self, child: str, parent: str, parent_arch: Arch, parent_w
+                    ) -> Teacher | None:
+        """The parent as teacher of `child` when the child was made with an approximate
+        morphism (its child_made record says) and distill_weight > 0; None otherwise (every
+        child of NASH's exact morphisms: they start computing what the parent computes)."""
+        made = self.state.made.get(child)
+        if made is None or self.c.distill_weight == 0:
+            return None
+        if not any(m.get("op") in APPROXIMATE for m in made.get("morphisms", ())):
+            return None
+        return Teacher(parent, parent_arch.to_dict(), parent_w, self.c.distill_weight,
+                       self.c.distill_temperature)
 
     def train_all(self, tasks: list[TrainTask], guard: Callable[[], bool] | None = None
                   ) -> dict[str, dict] | None:
@@ -179,10 +200,12 @@ class Climber:
         arch = Arch.from_dict(task.arch)
         path = self.run.save_model(out.model_id, arch, out.weights)
         metrics = {f"{task.eval_part}_{k}": v for k, v in (out.eval or {}).items()}
+        distill = {} if task.teacher is None else {"distill": task.teacher.record()}
         self.log({"event": Event.MODEL_TRAINED, "model": out.model_id, "checkpoint": path,
                   "params": arch.num_params, "mflops": mflops(arch),
                   "epochs": task.epochs, "part": task.part,
-                  "seconds": out.seconds, "curves": out.records, **metrics, **task.meta})
+                  "seconds": out.seconds, "curves": out.records, **metrics, **distill,
+                  **task.meta})
 
     def _restored(self, task: TrainTask, out: TrainOutcome) -> None:
         if not out.ok:
@@ -269,7 +292,9 @@ class Climber:
                 continue
             arch, w = made
             taken.setdefault(_key(arch), cid)
-            tasks.append(self.task(cid, arch, w, self.c.epoch_neigh, sgdr=sgdr, **meta))
+            teacher = self.teacher_for(cid, best["model"], parent_arch, parent_w)
+            tasks.append(self.task(cid, arch, w, self.c.epoch_neigh, sgdr=sgdr,
+                                   teacher=teacher, **meta))
         chosen = {t.model_id for t in propose.to_train(i, tasks)}
         cut = [t.model_id for t in tasks if t.model_id not in chosen]   # never trained
         tasks = [t for t in tasks if t.model_id in chosen]
@@ -306,11 +331,13 @@ class Climber:
         cid = child_id(i, j)
         rec = self.state.made.get(cid)
         draws = [rec.get("draw", 0)] if rec is not None else range(MAX_DRAWS)
+        # approximate morphisms (LEMONADE) only when asked: NASH's call is as it always was
+        approximate = {"approximate": True} if self.c.approximate else {}
         for d in draws:
             keys = ("morph", i, j) if d == 0 else ("morph", i, j, d)
             rng = np.random.default_rng(derive_seed(self.c.seed, *keys))
             arch, w, applied = apply_random_morphisms(parent_arch, parent_w, self.c.n_nm, rng,
-                                                      probe=self.probe)
+                                                      probe=self.probe, **approximate)
             if rec is not None:
                 return arch, w
             why = size_problem(arch, self.c.max_params, self.c.max_mflops)
@@ -402,7 +429,8 @@ class Climber:
         """
         from .followups import run_baseline, run_reference, run_retrain, run_snapshot_ensemble
         jobs = [("baseline", self.c.baseline, BASELINE in self.state.trained, run_baseline),
-                ("retrain", self.c.retrain or self.c.final_model == "retrain",
+                ("retrain", self.c.retrain or retrain_is_answer(
+                    self.c.final_model, self.c.epoch_final, final.get("lineage", 0)),
                  RETRAIN in self.state.trained, run_retrain),
                 ("snapshots", self.c.snapshot_ensemble, self.state.ensemble() is not None,
                  run_snapshot_ensemble),

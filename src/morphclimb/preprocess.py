@@ -144,17 +144,10 @@ def of_run(run) -> Preprocess:
 
 def check_fits(arch, pre: Preprocess, where: str) -> None:
     """RunDirError unless network `arch` reads `pre`'s images and predicts its classes."""
-    node = arch.input
-    have = (node.channels, tuple(node.size))
-    want = (pre.channels, tuple(pre.image_size))
-    if have != want:
-        raise RunDirError(f"{where} reads {have[0]}-channel {have[1][0]}x{have[1][1]} images "
-                          f"but the run records {want[0]}-channel {want[1][0]}x{want[1][1]} "
-                          "images")
-    out = arch.channels(arch.output)
-    if out != pre.num_classes or len(arch.shapes[arch.output]) != 1:
-        raise RunDirError(f"{where} predicts {out} outputs per image but the run records "
-                          f"{pre.num_classes} classes")
+    problem = arch.data_mismatch(pre.channels, pre.image_size, pre.num_classes,
+                                 "the run records")
+    if problem:
+        raise RunDirError(f"{where} {problem}")
 
 
 def check_same_data(pre: Preprocess, split, dataset: str) -> None:

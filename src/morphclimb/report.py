@@ -326,6 +326,10 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
         "<p>No run has finished yet.</p>"]
     body += [f"<p><b>{html.escape(r.name)}</b>: {html.escape(reference_line(r.results))}.</p>"
              for r in runs if r.finished and reference_line(r.results)]
+    body += [f"<p><b>{html.escape(r.name)}</b>: the run's answer is {html.escape(r.results['model'])}"
+             f"; {html.escape(r.results['model_why'])}.</p>"
+             for r in runs if r.finished and r.results.get("model_why")
+             and r.results["config"].get("final_model") != "search"]
     if len(runs) > 1:
         png, svg = save_figure(progress_figure([(r.name, r.state) for r in runs]),
                                out / "progress-all")

@@ -91,12 +91,14 @@ def initial_task(climber, model_id: str):
     if role in ("child", "incumbent"):
         base, rung = rec.get("candidate", model_id), rec.get("rung")
         kw["sgdr"] = climber.c.sgdr_climb
-        if rung is not None and rung > 1:     # a halving rung goes on from the one before
-            arch, w = climber.load_model(rung_id(base, rung - 1))
-            return climber.task(model_id, arch, w, epochs, **kw)
         parent = rec.get("parent")
         if parent is None or parent not in st.trained:
             raise cannot(run, model_id, "the journal does not name its trained parent")
+        if role == "child" and "distill" in rec:   # a child of an approximate morphism
+            kw["teacher"] = climber.teacher_for(base, parent, *climber.load_model(parent))
+        if rung is not None and rung > 1:     # a halving rung goes on from the one before
+            arch, w = climber.load_model(rung_id(base, rung - 1))
+            return climber.task(model_id, arch, w, epochs, **kw)
         parent_arch, parent_w = climber.load_model(parent)
         if role == "incumbent":
             return climber.task(model_id, parent_arch, parent_w, epochs, **kw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import AUTO_RETRAIN_BELOW
 from .events import BASELINE, FINAL, MODEL0, REFERENCE, RETRAIN
 from .journal import RunDir
 
@@ -64,6 +65,8 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     out["children_failed"] = len(failed)
     cfg = out["config"]
     out["model"] = st.chosen_model(cfg)   # what evaluate/export/predict use by default
+    out["model_why"] = answer_why(cfg, trained, out["model"],
+                                  (st.finished or {}).get("skipped") or {})
     out["climb"] = {"steps_run": len(st.decided), "n_steps": cfg.get("n_steps"),
                     "stopped": st.stopped["reason"] if st.stopped else None,
                     "start": (st.started or {}).get("start", {"kind": "model0"}),
@@ -84,6 +87,28 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     if write:
         run.write_results(out)
     return out
+
+
+def answer_why(cfg: dict[str, Any], trained: dict[str, Any], model: str,
+               skipped: dict[str, str]) -> str:
+    """Why the run's answer is the model it is (final_model and, for auto, its rule)."""
+    fm = cfg.get("final_model", "search")
+    if fm == "search":
+        return "final_model=search: the search's own final model (the paper's procedure)"
+    if fm == "retrain":
+        return ("final_model=retrain: the found architecture retrained from scratch"
+                if model == RETRAIN else "final_model=retrain, but the retraining has not run"
+                + (f" ({skipped['retrain']})" if "retrain" in skipped else ""))
+    lineage = (trained.get(FINAL) or {}).get("lineage", 0)
+    share = cfg.get("epoch_final", 0) / lineage if lineage else 0.0
+    rule = (f"the final training is {100 * share:.0f}% of the answer's {lineage} epochs "
+            f"(the rule: retrain below {100 * AUTO_RETRAIN_BELOW:.0f}%, where retraining "
+            f"measured several points better; BENCHMARKS.md)")
+    if model == RETRAIN:
+        return f"final_model=auto: the found architecture retrained from scratch, as {rule}"
+    if "retrain" in skipped:
+        return f"final_model=auto: {rule}, but the retraining was skipped ({skipped['retrain']})"
+    return f"final_model=auto: the search's own final model, as {rule}"
 
 
 def reference_line(r: dict[str, Any]) -> str | None:

@@ -166,6 +166,21 @@ class Arch:
         """Number of nodes with this op."""
         return sum(1 for n in self.nodes if n.op == op)
 
+    def data_mismatch(self, channels: int, image_size, num_classes: int,
+                      theirs: str) -> str | None:
+        """Why this network cannot read `channels`-channel images of `image_size` and predict
+        `num_classes` classes ("reads ... ; `theirs` ..."), or None when it can."""
+        node = self.input
+        have = (node.channels, tuple(node.size))
+        want = (channels, tuple(image_size))
+        if have != want:
+            return (f"reads {have[0]}-channel {have[1][0]}x{have[1][1]} images; {theirs} "
+                    f"{want[0]}-channel {want[1][0]}x{want[1][1]} images")
+        out = self.channels(self.output)
+        if out != num_classes or len(self.shapes[self.output]) != 1:
+            return f"predicts {out} outputs per image; {theirs} {num_classes} classes"
+        return None
+
     def next_id(self, prefix: str, taken: set[str] | frozenset = frozenset()) -> str:
         """A fresh node id `prefix<k>`, with k one more than any number used in this arch."""
         k = 0

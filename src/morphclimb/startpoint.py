@@ -76,14 +76,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_fits_data(arch: Arch, split, source: Path) -> None:
-    node = arch.input
-    want = (split.channels, tuple(split.image_size))
-    have = (node.channels, tuple(node.size))
-    if have != want:
-        raise ConfigError(f"start: {source} reads {have[0]}-channel {have[1][0]}x{have[1][1]} "
-                          f"images; the dataset has {want[0]}-channel "
-                          f"{want[1][0]}x{want[1][1]} images")
-    out = arch.channels(arch.output)
-    if out != split.num_classes or len(arch.shapes[arch.output]) != 1:
-        raise ConfigError(f"start: {source} predicts {out} outputs per image; the dataset has "
-                          f"{split.num_classes} classes")
+    problem = arch.data_mismatch(split.channels, split.image_size, split.num_classes,
+                                 "the dataset has")
+    if problem:
+        raise ConfigError(f"start: {source} {problem}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import retrain_is_answer
 from .events import FINAL, MODEL0, RETRAIN, Event
 
 Record = dict[str, Any]
@@ -123,9 +124,13 @@ class RunState:
         return chain[::-1]
 
     def chosen_model(self, config: dict[str, Any]) -> str:
-        """The model the run hands out: the search's final model (the paper's result), or
-        with final_model="retrain" its architecture retrained from scratch, once trained."""
-        if config.get("final_model") == "retrain" and RETRAIN in self.trained:
+        """The model the run hands out: the search's final model (the paper's result), or its
+        architecture retrained from scratch, once trained, with final_model="retrain" or with
+        "auto" where the rule says so (config.retrain_is_answer)."""
+        final = self.trained.get(FINAL) or {}
+        if RETRAIN in self.trained and retrain_is_answer(
+                config.get("final_model", "search"), config.get("epoch_final", 0),
+                final.get("lineage", 0)):
             return RETRAIN
         return FINAL
 

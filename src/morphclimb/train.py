@@ -27,6 +27,14 @@ How a step runs (fit's `step`; the data order and augmentation are the same in e
 * "auto": "cuda_graph" on CUDA, "eager" elsewhere (SearchConfig.train_step's default; chosen,
   not yet measured: see docs/gpu.md).
 
+Distillation (fit's `teacher`, docs/distill.md): a teacher network runs in eval mode, without
+gradients, on the very batch the student sees (same normalisation, autocast and memory
+layout), and the loss becomes (1 - w) * CE(labels) + w * T^2 * KL(softmax(teacher / T) ||
+softmax(student / T)) (`distill_loss`). Every step mode supports it: eager and compile run the
+teacher eagerly beside the student, cuda_graph captures the teacher's forward pass in the
+step's graph (on a device without CUDA: in the uncaptured static step). The teacher draws no
+random numbers, so the data order and augmentation are those of a plain training.
+
 On CUDA, fit turns cuDNN autotuning on for its duration (`cudnn_benchmark`, default on:
 device.speed_settings), and evaluation runs in the training's precision and memory layout
 (eval_settings): bf16 autocast and channels_last as the training, so that it reuses the
@@ -221,11 +229,43 @@ def eval_settings(config: TrainConfig, device: str | torch.device) -> dict:
                               else bool(config.channels_last))}
 
 
+@dataclass(frozen=True)
+class Distill:
+    """Distillation settings: the soft targets' weight w in [0, 1] and temperature T > 0."""
+
+    weight: float = 0.5
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check(_finite(self.weight) and 0.0 <= self.weight <= 1.0,
+               f"distill weight must be in [0, 1], got {self.weight!r}")
+        _check(_finite(self.temperature) and self.temperature > 0,
+               f"distill temperature must be a finite number > 0, got {self.temperature!r}")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                 weight: float, temperature: float) -> torch.Tensor:
+    """(1 - w) * CE(student, labels) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
+    the KL averaged over the batch (Hinton et al. 2015: T^2 keeps the soft targets' gradients
+    on the scale of the hard ones'). Logits are taken in float32."""
+    student, teacher = student.float(), teacher.float()
+    ce = F.cross_entropy(student, labels)
+    t = float(temperature)
+    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                  reduction="batchmean", log_target=True)
+    return (1.0 - weight) * ce + weight * (t * t) * kl
+
+
 def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
         mean: Sequence[float], std: Sequence[float], seed: int,
         device: str | torch.device | None = None,
         callback: Callable[[EpochRecord], None] | None = None,
-        step: str = "eager") -> TrainResult:
+        step: str = "eager", teacher: nn.Module | None = None,
+        distill: Distill | None = None) -> TrainResult:
     """Train `model` in place for `epochs` epochs on `data` (an ImageData); returns the records.
 
     SGD with (Nesterov) momentum and weight decay; the lr follows `config.lr` per batch and
@@ -235,6 +275,11 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     `step`: "eager", "cuda_graph", "compile" or "auto" (see the module docstring); the settings
     in the result say which ran ("static": cuda_graph's step uncaptured, on a device without
     CUDA) and, for cuda_graph, `setup_seconds` (warm-up and capture).
+
+    `teacher`: a network whose outputs the student learns from as well (distillation with
+    `distill`'s weight and temperature, Distill() by default; see `distill_loss`). It is moved
+    to the device and run in eval mode without gradients; its weights never change. The
+    records' loss is then the mixed loss.
     """
     if not _is_int(epochs) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -242,27 +287,65 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
         raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
     if not _is_int(seed):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise ConfigError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    if distill is not None and not isinstance(distill, Distill):
+        raise ConfigError(f"distill must be a train.Distill, got {type(distill).__name__}")
+    if teacher is not None and _num_outputs(teacher) != _num_outputs(model):
+        raise ConfigError(f"the teacher predicts {_num_outputs(teacher)} classes, the model "
+                          f"{_num_outputs(model)}")
     dev = _model_device(model) if device is None else resolve_device(device)
     s = _settings(config, dev, step)
+    kd = None
+    if teacher is not None:
+        kd = (teacher, distill or Distill())
+        s["distill"] = {"weight": kd[1].weight, "temperature": kd[1].temperature}
     start = time.perf_counter()
     with speed_settings(dev, s["threads"], s.get("cudnn_benchmark", True)):
         model.to(dev)
+        if teacher is not None:
+            was_training = teacher.training
+            teacher.to(dev).eval()
         x = device_images(getattr(data, "x", None), dev)
         y = device_labels(getattr(data, "y", None), len(x), dev, _num_outputs(model))
         if len(x) < 2:
             raise DataError(f"training needs at least 2 images (batch norm), got {len(x)}")
         if s["channels_last"]:
             model.to(memory_format=torch.channels_last)
+            if teacher is not None:
+                teacher.to(memory_format=torch.channels_last)
         try:
-            records = _run(model, x, y, epochs, config, s, mean, std, seed, callback)
+            records = _run(model, x, y, epochs, config, s, mean, std, seed, callback, kd)
         finally:
             if s["channels_last"]:
                 model.to(memory_format=torch.contiguous_format)
+                if teacher is not None:
+                    teacher.to(memory_format=torch.contiguous_format)
+            if teacher is not None:
+                teacher.train(was_training)
     seconds = time.perf_counter() - start
     return TrainResult(tuple(records), sum(r.images for r in records), seconds, s)
 
 
-def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[EpochRecord]:
+def _distiller(kd):
+    """(teacher_logits(input), loss(student logits, teacher logits, labels)) of a step: without
+    `kd` no teacher (None) and the cross-entropy; with `kd` = (teacher, Distill) the teacher's
+    logits on the student's very input (eval mode, no gradients; called inside the step's
+    autocast) and `distill_loss`."""
+    if kd is None:
+        return (lambda xin: None), (lambda logits, t_logits, yb:
+                                    F.cross_entropy(logits.float(), yb))
+    teacher, d = kd
+
+    def teach(xin):
+        with torch.no_grad():
+            return teacher(xin)
+    return teach, (lambda logits, t_logits, yb:
+                   distill_loss(logits, t_logits, yb, d.weight, d.temperature))
+
+
+def _run(model, x, y, epochs, config, s, mean, std, seed, callback, kd=None
+         ) -> list[EpochRecord]:
     dev, n = x.device, len(x)
     batch = min(config.batch_size, n)
     steps = n // batch
@@ -273,18 +356,21 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback) -> list[Epoc
     pad = config.crop_pad if config.augment else None  # None: no augmentation
     if s["step"] in ("cuda_graph", "static"):
         return _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad,
-                           callback)
+                           callback, kd)
     net = torch.compile(model, dynamic=False) if s["step"] == "compile" else model
     opt = torch.optim.SGD(model.parameters(), lr=config.lr(0, total), momentum=config.momentum,
                           nesterov=config.nesterov, weight_decay=config.weight_decay)
     model.train()
+    teach, loss_fn = _distiller(kd)
 
     def step(lr: float, xb: torch.Tensor, yb: torch.Tensor):
         for group in opt.param_groups:
             group["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s["bf16"]):
-            logits = net(to_float(xb, scale, shift, s["channels_last"]))
-        loss = F.cross_entropy(logits.float(), yb)
+            xin = to_float(xb, scale, shift, s["channels_last"])
+            logits = net(xin)
+            t_logits = teach(xin)
+        loss = loss_fn(logits, t_logits, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -325,8 +411,10 @@ class _StaticStep:
     call copies the batch in and replays the graph (a few launches for the whole step)."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, s: dict, batch: int, chw,
-                 scale: torch.Tensor, shift: torch.Tensor, dev: torch.device):
+                 scale: torch.Tensor, shift: torch.Tensor, dev: torch.device, kd=None):
         self.model, self.dev, self.scale, self.shift = model, dev, scale, shift
+        # with a teacher, its forward pass is part of the step (and of its graph)
+        self.teach, self.loss_fn = _distiller(kd)
         self.bf16, self.channels_last = s["bf16"], s["channels_last"]
         self.xb = torch.zeros((batch, *chw), dtype=torch.uint8, device=dev)
         self.yb = torch.zeros(batch, dtype=torch.int64, device=dev)
@@ -342,8 +430,10 @@ class _StaticStep:
         # autocast's weight cache must be off inside a graph capture (PyTorch's CUDA graph docs)
         with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.bf16,
                             cache_enabled=False):
-            logits = self.model(to_float(self.xb, self.scale, self.shift, self.channels_last))
-        loss = F.cross_entropy(logits.float(), self.yb)
+            xin = to_float(self.xb, self.scale, self.shift, self.channels_last)
+            logits = self.model(xin)
+            t_logits = self.teach(xin)
+        loss = self.loss_fn(logits, t_logits, self.yb)
         loss.backward()
         self.opt.step()
         return loss.detach(), logits.detach().argmax(1)
@@ -414,15 +504,15 @@ class _StaticStep:
         self.opt.zero_grad(set_to_none=True)
 
 
-def _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad, callback
-                ) -> list[EpochRecord]:
+def _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad, callback,
+                kd=None) -> list[EpochRecord]:
     """_run with a _StaticStep (captured as a CUDA graph when s["step"] is "cuda_graph")."""
     dev = x.device
     if epochs == 0:
         return []
     model.train()
     t_setup = time.perf_counter()
-    step = _StaticStep(model, config, s, batch, tuple(x.shape[1:]), scale, shift, dev)
+    step = _StaticStep(model, config, s, batch, tuple(x.shape[1:]), scale, shift, dev, kd)
 
     def train_step(lr: float, xb: torch.Tensor, yb: torch.Tensor):
         step.set_lr(lr)

@@ -16,11 +16,29 @@ from .device import resolve_device
 from .errors import TrainingError
 from .seeds import derive_seed  # noqa: F401  (its old home; kept for imports)
 from .spec import Arch
-from .train import TrainConfig, eval_settings, evaluate, fit
+from .train import Distill, TrainConfig, eval_settings, evaluate, fit
 
 # build() seeds and restores the process-wide CPU generator around a network's initialisation;
 # tasks trained in threads of one process (parallel.streams) build one at a time.
 _BUILD_LOCK = threading.Lock()
+
+
+@dataclass
+class Teacher:
+    """A trained network a task's model learns from as well (distillation, docs/distill.md):
+    its id (for the journal), architecture and weights, and the loss's weight and temperature.
+    Crosses to workers with its task, like the task's own weights."""
+
+    model_id: str
+    arch: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    weight: float
+    temperature: float
+
+    def record(self) -> dict[str, Any]:
+        """What the journal says of it (model_trained's "distill")."""
+        return {"teacher": self.model_id, "weight": self.weight,
+                "temperature": self.temperature}
 
 
 @dataclass
@@ -38,6 +56,7 @@ class TrainTask:
     init_seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     step: str = "eager"                     # how fit runs a step: eager, cuda_graph, compile, auto
+    teacher: Teacher | None = None          # distil from this network while training
 
 
 @dataclass
@@ -84,9 +103,16 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
             model = build(arch, task.weights, seed=task.init_seed, dtype=torch.float32)
         records: list[dict[str, Any]] = []
         if task.epochs > 0:
+            teacher, distill = None, None
+            if task.teacher is not None:
+                t = task.teacher
+                distill = Distill(t.weight, t.temperature)
+                with _BUILD_LOCK:
+                    teacher = build(Arch.from_dict(t.arch), t.weights, dtype=torch.float32)
             result = fit(model, _part(split, task.part), epochs=task.epochs,
                          config=task.config, mean=split.mean, std=split.std, seed=task.seed,
-                         device=device, callback=callback, step=task.step)
+                         device=device, callback=callback, step=task.step, teacher=teacher,
+                         distill=distill)
             records = [dict(r) for r in result.records]   # fit raises on a NaN/inf loss
         ev = None
         if task.eval_part is not None:
