@@ -77,7 +77,8 @@ spec() {
     forecast) # the time budget's predictions (budget_allows, after_climb_costs, time_model)
         FILES="src/morphclimb/forecast.py"
         NAMES="morphclimb.forecast.*"
-        TESTS="tests/test_search_rules.py
+        TESTS="tests/test_core_rules.py::test_the_time_model_of_a_run_counts_each_training_on_its_data
+               tests/test_search_rules.py
                tests/test_limits.py::test_a_tiny_budget_stops_the_climb_but_trains_the_final
                tests/test_limits.py::test_a_budget_can_stop_the_climb_inside_a_step" ;;
     nash)     # the climber: decide, children (make_child, step), the resumed clock

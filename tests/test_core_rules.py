@@ -174,13 +174,15 @@ def test_the_time_model_of_a_run_counts_each_training_on_its_data():
                "seconds": 3.0},
               {"model": "final", "params": 1, "epochs": 1, "part": "train_full",
                "mflops": 3.0, "seconds": 5.0},
-              {"model": "s01c1", "params": 1, "epochs": 1, "part": "train", "seconds": 2.0}):
+              {"model": "s01c1", "params": 1, "epochs": 1, "part": "train", "seconds": 2.0},
+              {"model": "y", "params": 1, "epochs": 3, "mflops": 2.0, "seconds": 1.0}):
         st.apply({"event": "model_trained", **r})
     climber = SimpleNamespace(split=split, state=st, load_arch=lambda m: TINY_ARCH)
     got = time_model(climber)
     want = TimeModel([(1.0, 2 * 100 + 30 / 3, 3.0), (3.0, 130 + 60 / 3, 5.0),
-                      (mflops(TINY_ARCH), 100 + 30 / 3, 2.0)])     # no mflops: from its arch
-    assert got.n == 3 and (got.a, got.b) == pytest.approx((want.a, want.b), rel=1e-12)
+                      (mflops(TINY_ARCH), 100 + 30 / 3, 2.0),      # no mflops: from its arch
+                      (2.0, 30 / 3, 1.0)])            # no known part: its evaluation only
+    assert got.n == 4 and (got.a, got.b) == pytest.approx((want.a, want.b), rel=1e-12)
 
 
 # ------------------------------------------------------------------ journal replay
@@ -298,6 +300,47 @@ def test_replay_dataset_retries_and_restores():
     assert st.kept_incumbent(1) is False
 
 
+def test_the_model_a_run_hands_out():
+    """final_model: "search" (default) hands out the final model, "retrain" the retrained one
+    once trained, "auto" the retrained one when the final training is under half of the
+    answer's epochs (config.retrain_is_answer)."""
+    def state(final_lineage=None, retrained=True):
+        st = RunState()
+        if final_lineage is not None:
+            st.apply(_r("model_trained", model="final", params=1, epochs=1,
+                        lineage=final_lineage))
+        if retrained:
+            st.apply(_r("model_trained", model="retrain", params=1, epochs=1))
+        return st
+
+    assert state(10).chosen_model({}) == "final"
+    assert state(10).chosen_model({"final_model": "search", "epoch_final": 1}) == "final"
+    assert state(10).chosen_model({"final_model": "retrain", "epoch_final": 9}) == "retrain"
+    assert state(10, retrained=False).chosen_model({"final_model": "retrain"}) == "final"
+    auto = {"final_model": "auto"}
+    assert state(10).chosen_model({**auto, "epoch_final": 4}) == "retrain"      # 40 %
+    assert state(10).chosen_model({**auto, "epoch_final": 5}) == "final"        # 50 %
+    assert state(2).chosen_model(auto) == "retrain"          # no epoch_final given: 0
+    assert state(None).chosen_model({**auto, "epoch_final": 0}) == "final"   # no final yet
+    assert state(10, retrained=False).chosen_model({**auto, "epoch_final": 1}) == "final"
+
+
+def test_the_models_a_step_kept():
+    st = RunState()
+    st.apply(_r("step_decided", step=1, best="s01c2", previous="m0", val_accuracy=0.5,
+                params=4, candidates=["s01c1", "s01c2"]))
+    st.apply(_r("step_decided", step=2, best="s02c1", previous="s01c2", val_accuracy=0.5,
+                params=4, candidates=["s02c1", "s02c2"], kept=["s02c1", "s02c2"]))
+    st.apply(_r("step_decided", step=3, best="s03c1", previous="s02c1", val_accuracy=0.5,
+                params=4, candidates=["s03c1"], kept=[]))
+    assert st.kept(1) == ["s01c2"]                  # journals before "kept": the best alone
+    assert st.kept(2) == ["s02c1", "s02c2"]
+    assert st.kept(3) == ["s03c1"]
+    kept = st.kept(2)
+    kept.append("x")
+    assert st.kept(2) == ["s02c1", "s02c2"]         # a copy
+
+
 def test_replay_clock_is_the_latest_seen():
     st = RunState.replay([_r("run_resumed", clock=5.0), _r("run_resumed", clock=2.0),
                           _r("run_resumed", clock=None), _r("run_resumed")])
@@ -344,6 +387,11 @@ def _one_of(key, allowed, got):
     ({"final_lr": 0.01, "lr_end": 0.02},
      "final_lr must be a finite number > 0 and >= lr_end (0.02), got 0.01"),
     ({"final_lr": NAN}, "final_lr must be a finite number > 0 and >= lr_end (0.0), got nan"),
+    ({"distill_weight": -0.1}, "distill_weight must be in [0, 1], got -0.1"),
+    ({"distill_weight": 1.01}, "distill_weight must be in [0, 1], got 1.01"),
+    ({"distill_weight": NAN}, "distill_weight must be in [0, 1], got nan"),
+    ({"distill_temperature": 0.0}, "distill_temperature must be a finite number > 0, got 0.0"),
+    ({"distill_temperature": INF}, "distill_temperature must be a finite number > 0, got inf"),
     ({"reference": "resnet21"}, "reference must be auto or a start point such as "
                                 f"{', '.join(ZOO_NAMES)}, got 'resnet21'"),
     ({"max_params": 0}, "max_params must be >= 1, got 0"),
@@ -379,6 +427,8 @@ def test_config_check_rejects(kw, message):
     dict(final_shrink=1e-9, final_perturb=5.0, final_lr=1e-9),
     dict(max_params=1, eta=2, n_neigh=2, epoch_neigh=2, rungs=(1, 1)),
     dict(start="arch.json", start_weights="w.safetensors"),
+    dict(distill_weight=0.0, distill_temperature=1e-9),
+    dict(distill_weight=1.0, distill_temperature=0.5),
     dict(reference="auto"),
     dict(reference="resnet20"),
     dict(executor="streams", train_step="cuda_graph"),

@@ -236,7 +236,8 @@ def test_a_stopped_climb_journals_the_cost_it_predicted(tiny_npz, tmp_path, halv
     """The prediction that stops a climb, recomputed from budget.py's documented model: one
     measured training (model_0) gives seconds per pass and MFLOP; 15 % margin."""
     kw = {"none": dict(n_neigh=3, epoch_neigh=2, final_model="retrain"),
-          "1-1-2": dict(n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2),
+          "1-1-2": dict(n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2,
+                        final_model="auto"),     # final 2 of 3 epochs: no retraining
           "1-1": dict(n_neigh=2, epoch_neigh=2, rungs=(1, 1), eta=2,
                       snapshot_ensemble=True)}[halving]     # no snapshots after 0 steps
     c = cfg(tiny_npz, n_steps=1, epoch_final=2, time_budget=0.01, **kw)
@@ -270,7 +271,9 @@ def test_a_stopped_climb_journals_the_cost_it_predicted(tiny_npz, tmp_path, halv
     assert st.stopped["reason"].startswith("time budget 0s: step 1 and what follows needs ~")
 
 
-def test_a_later_stop_predicts_the_jobs_after_the_climb(tiny_npz, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop_at", [2, 3])
+def test_a_later_stop_predicts_the_jobs_after_the_climb(tiny_npz, tmp_path, monkeypatch,
+                                                        stop_at):
     """Stopped before step 3 of a run with the baseline, the retraining and the snapshot
     ensemble configured: each job's predicted cost follows from the time model fitted to the
     trainings so far (budget.TimeModel), the winner's lineage and the steps done."""
@@ -281,7 +284,7 @@ def test_a_later_stop_predicts_the_jobs_after_the_climb(tiny_npz, tmp_path, monk
                         lambda self: real(self) + (1e6 if late["on"] else 0.0))
 
     def after_step_2(e):
-        if e["event"] == "step_decided" and e["step"] == 2:
+        if e["event"] == "step_decided" and e["step"] == stop_at - 1:
             late["on"] = True
 
     c = cfg(tiny_npz, n_steps=3, epoch_final=2, time_budget=3600, baseline=True, retrain=True,
@@ -289,22 +292,24 @@ def test_a_later_stop_predicts_the_jobs_after_the_climb(tiny_npz, tmp_path, monk
     out = tmp_path / "run"
     hill_climb(c, out, callback=after_step_2)
     st = RunDir.open(out).state()
-    assert st.stopped["step"] == 3 and st.stopped["steps_run"] == 2
-    assert st.stopped["reason"].startswith("time budget 3600s: step 3 and what follows needs ~")
+    assert st.stopped["step"] == stop_at and st.stopped["steps_run"] == stop_at - 1
+    assert st.stopped["reason"].startswith(
+        f"time budget 3600s: step {stop_at} and what follows needs ~")
     _, split = load_split(c)
     n_train, n_val = len(split.train), len(split.val)
     n_full, n_test = len(split.train_full), len(split.test)
     model = TimeModel([(r["mflops"], passes(r["epochs"], n_train, n_val), r["seconds"])
                        for r in st.trained.values()
                        if r["role"] in ("pretrain", "child", "incumbent")])   # before the stop
-    best = st.trained[st.decided[2]["best"]]
+    best = st.trained[st.decided[stop_at - 1]["best"]]
     lineage = best["lineage"] + 2                       # its epochs, then the final training
-    assert lineage == c.epoch_pretrain + 2 * c.epoch_neigh + c.epoch_final
+    assert lineage == c.epoch_pretrain + (stop_at - 1) * c.epoch_neigh + c.epoch_final
     got = st.stopped["predicted"]
-    assert set(got) == {"step 3", "final", "baseline", "retrain", "snapshots"}
     final = model.seconds(best["mflops"], passes(2, n_full, n_test))
     assert got["final"] == pytest.approx(final, rel=1e-9)
-    assert got["snapshots"] == pytest.approx(final, rel=1e-9)    # steps 1..2: one more member
+    # one snapshot member per step done but the last (the final model is that one)
+    assert got.pop("snapshots", 0.0) == pytest.approx((stop_at - 2) * final, rel=1e-9)
+    assert set(got) == {f"step {stop_at}", "final", "baseline", "retrain"}
     assert got["retrain"] == pytest.approx(
         model.seconds(best["mflops"], passes(lineage, n_full, n_test)), rel=1e-9)
     assert got["baseline"] == pytest.approx(
