@@ -177,7 +177,7 @@ def test_the_time_model_of_a_run_counts_each_training_on_its_data():
               {"model": "s01c1", "params": 1, "epochs": 1, "part": "train", "seconds": 2.0},
               {"model": "y", "params": 1, "epochs": 3, "mflops": 2.0, "seconds": 1.0}):
         st.apply({"event": "model_trained", **r})
-    climber = SimpleNamespace(split=split, state=st, load_arch=lambda m: TINY_ARCH)
+    climber = SimpleNamespace(split=split, state=st, load_arch={"s01c1": TINY_ARCH}.__getitem__)
     got = time_model(climber)
     want = TimeModel([(1.0, 2 * 100 + 30 / 3, 3.0), (3.0, 130 + 60 / 3, 5.0),
                       (mflops(TINY_ARCH), 100 + 30 / 3, 2.0),      # no mflops: from its arch
