@@ -56,10 +56,10 @@ def _rec(model, acc, loss, **kw):
             "params": 10, **kw}
 
 
-def _decide(recs, step=1):
+def _decide(recs, step=1, logged=None):
     c = Climber.__new__(Climber)
     c.state = RunState()
-    c.log = lambda rec: rec
+    c.log = logged.append if logged is not None else (lambda rec: rec)
     return c.decide(step, {"model": "m0"}, recs)["model"]
 
 
@@ -98,6 +98,17 @@ def test_ranked_orders_rung_candidates_like_the_step_decision():
     assert [r["model"] for r in ranked(3, recs[:2])] == ["s02c1r1", "s02incr1"]
 
 
+def test_the_step_decision_is_journaled():
+    logged = []
+    recs = [_rec("s02c1", 0.5, 0.5), {"event": "child_failed", "model": "s02c2"},
+            _rec("s02inc", 0.6, 0.5)]
+    assert _decide(recs, step=2, logged=logged) == "s02inc"
+    (d,) = logged
+    assert d == {"event": "step_decided", "step": 2, "best": "s02inc", "kept": ["s02inc"],
+                 "previous": "m0", "val_accuracy": 0.6, "params": 10,
+                 "candidates": ["s02c1", "s02c2", "s02inc"]}
+
+
 def test_a_step_where_every_candidate_failed_names_the_first_reason():
     from morphclimb.errors import TrainingError
     recs = [{"event": "child_failed", "model": "s01c1", "reason": "diverged\ntraceback"},
@@ -105,6 +116,36 @@ def test_a_step_where_every_candidate_failed_names_the_first_reason():
     with pytest.raises(TrainingError, match=r"step 1: every candidate failed \(first: "
                                             r"diverged\); to go on"):
         _decide(recs)
+    recs = [{"event": "child_failed", "model": "s01c1"},
+            {"event": "child_failed", "model": "s01inc", "reason": ""}]
+    with pytest.raises(TrainingError, match=r"^step 1: every candidate failed \(first: "
+                                            r"no reason\); to go on"):
+        _decide(recs)
+
+
+def test_the_trainer_settings_default_to_sgdr():
+    from morphclimb.nash import train_config
+    c = SearchConfig(sgdr_climb=False, lr_start=0.2)
+    assert train_config(c).sgdr is True and train_config(c, sgdr=False).sgdr is False
+    assert train_config(c).lr_start == 0.2
+
+
+def test_a_time_budget_counts_the_data_loading(tiny_npz, tmp_path, monkeypatch):
+    """hill_climb's clock starts before the data is loaded: 100 s of loading are on it."""
+    import time
+    from types import SimpleNamespace
+    calls = []
+
+    def perf_counter():          # the command starts at 0; loading the data takes 100 s
+        calls.append(1)
+        return 0.0 if len(calls) == 1 else 100.0
+
+    monkeypatch.setattr(nash, "time", SimpleNamespace(perf_counter=perf_counter,
+                                                      strftime=time.strftime))
+    out = tmp_path / "run"
+    hill_climb(cfg(tiny_npz, n_steps=0), out)
+    started = RunDir.open(out).records("run_started")[0]
+    assert started["clock"] == 100.0
 
 
 # ------------------------------------------------------------------ SGDR on and off
@@ -372,9 +413,20 @@ def test_a_child_equal_to_an_earlier_child_is_redrawn(tiny_npz, tmp_path, monkey
     assert len(archs) == 3
 
 
-def test_each_child_carries_n_nm_morphisms(tiny_npz, tmp_path):
+def test_each_child_carries_n_nm_morphisms(tiny_npz, tmp_path, monkeypatch):
+    probes = []
+    real = nash.apply_random_morphisms
+
+    def spy(arch, weights, n, rng, probe=None):
+        probes.append(probe)
+        return real(arch, weights, n, rng, probe=probe)
+
+    monkeypatch.setattr(nash, "apply_random_morphisms", spy)
     out = tmp_path / "run"
     hill_climb(cfg(tiny_npz, n_steps=1, n_nm=3), out)
+    # new BatchNorms start from the statistics of probe_size training images
+    assert probes and all(p is not None and p.shape == (16, 3, 8, 8) for p in probes)
+    assert TINY["probe_size"] == 16
     run = RunDir.open(out)
     st = run.state()
     arch0, w0 = run.load_model("m0")
