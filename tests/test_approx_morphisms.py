@@ -28,40 +28,13 @@ from morphclimb.morphisms import (
     skip,
 )
 from morphclimb.morphisms.separable import factorise
+from test_morphisms_props import one_thread, perturb  # noqa: F401  (shared helpers)
 
 START = starting_arch(in_channels=3, num_classes=5, image_size=8, widths=(4, 8, 8))
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs run far faster single-threaded on a shared, oversubscribed CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- helpers
-def perturb(sd: dict, seed: int) -> dict:
-    """Generic trained-looking weights: noise everywhere, BN statistics, add weights != 1, 0."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, v in sd.items():
-        if not v.is_floating_point():
-            out[k] = v
-            continue
-        r = torch.rand(v.shape, generator=g, dtype=F64).to(v.dtype)
-        n = torch.randn(v.shape, generator=g, dtype=F64).to(v.dtype)
-        if k.endswith("running_var") or (".bn" in k and k.endswith("weight")) or ".add" in k:
-            out[k] = 0.5 + r
-        elif k.endswith("running_mean") or k.endswith("bias"):
-            out[k] = 0.1 * n
-        else:
-            out[k] = v + 0.3 * n * (v.std() if v.numel() > 1 else 1.0)
-    return out
-
-
 def grown(seed: int, n: int | None = None):
     """START grown by random exact morphisms (NASH's), with generic float64 weights."""
     rng = np.random.default_rng(seed)
