@@ -29,19 +29,9 @@ from morphclimb.morphisms import apply_morphism
 from morphclimb.nash import Climber, hill_climb, load_split, ranked, resume
 from morphclimb.state import RunState
 from morphclimb.train import predict_proba
+from test_limits import cfg, summary  # the same tiny config and results summary
 
 LR = SearchConfig().lr_start      # 0.05: the lr every run below starts its cycles at
-
-
-def cfg(npz, **kw) -> SearchConfig:
-    return SearchConfig.from_dict({**TINY, "dataset": npz, **kw})
-
-
-def summary(out):
-    r = json.loads((out / "results.json").read_text())
-    vals = {c["model"]: c["val_accuracy"] for s in r["steps"] for c in s["children"]}
-    return {"arch": r["final"]["arch"], "test": r["final"]["test_accuracy"],
-            "best": [s["best"] for s in r["steps"]], "vals": vals}
 
 
 def passes(epochs, n_train, n_eval):
