@@ -59,7 +59,7 @@ RECIPES = {
     "sp6b": (6, 0.5, 0.1, None),
     "final24": (24, 1.0, 0.0, None),
 }
-ORDER = ["nash", "sp6", "lr6", "final16", "share55", "sp6b", "final24"]
+ORDER = ["nash", "sp6", "lr6", "final16", "share55", "final24", "sp6b"]
 
 
 def jobs(seeds: list[int]) -> list[tuple[str, int]]:
