@@ -89,7 +89,9 @@ def test_incumbent_proposer(n_neigh, children, incumbent):
     assert (p.n_children, p.with_incumbent) == (children, incumbent)
     kept = [{"model": "s01c2"}, {"model": "s01c1"}]
     assert p.parents(2, kept) == kept[:1]
-    assert p.to_train(2, ["a", "b"]) == ["a", "b"]
+    made = [{"model": "s02c1"}, {"model": "s02c2"}]
+    assert p.to_train(2, made, kept[:1]) == ["s02c1", "s02c2"]
+    assert p.parent_of(2, kept[:1]) == [kept[0]] * p.n_children
 
 
 def test_step_limit_stops_after_n_steps():
@@ -163,7 +165,7 @@ def test_tiny_search_decides_as_before(tiny_npz, tmp_path, kw, want):
 class KeepTwo:
     """A selector that keeps the two best (a stand-in for a Pareto rule)."""
 
-    def select(self, step, recs):
+    def select(self, step, recs, previous=()):
         return ranked(step, recs)[:2]
 
 
@@ -171,8 +173,8 @@ class KeepTwo:
 class SkipFirstChild(Incumbent):
     """A proposer that trains every drawn child but the first."""
 
-    def to_train(self, step, children):
-        return children[1:]
+    def to_train(self, step, children, parents):
+        return [r["model"] for r in children[1:]]
 
 
 def test_the_climber_asks_its_rules(tiny_npz, tmp_path, monkeypatch):

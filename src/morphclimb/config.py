@@ -41,6 +41,11 @@ class SearchConfig:
     approximate: bool = False         # children may also be made by approximate morphisms
     distill_weight: float = 0.5       # a child of an approximate morphism learns from its
     distill_temperature: float = 4.0  # parent: (1-w) CE + w T^2 KL (w = 0: no distillation)
+    # the Pareto search (LEMONADE; docs/pareto.md)
+    strategy: str = "nash"            # "pareto": a front of error against size in one search
+    objective: str = "params"         # the size a Pareto search trades against: params, mflops
+    n_draw: int = 0                   # Pareto: children drawn per generation (0: 4 x n_neigh)
+    front_final: int = 0              # Pareto: front members trained on train+val (0: all)
     # starting network
     widths: tuple[int, int, int] = (32, 64, 128)
     start: str | None = None          # start from a run directory or an arch.json instead
@@ -117,7 +122,8 @@ FIELDS = {f.name: f for f in fields(SearchConfig)}
 # keys added after runs were journaled that change nothing at their defaults: to_dict leaves
 # them out while they hold them, so a NASH run's config.json and journal are byte for byte
 # what they were before the keys existed (from_dict fills them in)
-QUIET = ("approximate", "distill_weight", "distill_temperature")
+QUIET = ("approximate", "distill_weight", "distill_temperature", "strategy", "objective",
+         "n_draw", "front_final")
 _LOWER = {k.lower(): k for k in FIELDS}   # keys are accepted in any case (n_NM: n_nm)
 _HINTS = get_type_hints(SearchConfig)
 # field -> the types its value may have (a union split into its members; a tuple kept whole)
@@ -130,6 +136,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(dataset="mini-cifar10", n_steps=3, n_neigh=4, n_nm=2, epoch_pretrain=4,
                  epoch_neigh=3, epoch_final=6, widths=(16, 32, 64), baseline=True,
                  reference="auto", final_model="auto"),
+    "pareto-demo": dict(dataset="mini-cifar10", n_steps=4, n_neigh=4, n_nm=2, epoch_pretrain=4,
+                        epoch_neigh=3, epoch_final=6, widths=(16, 32, 64), strategy="pareto",
+                        approximate=True, front_final=3),
     "table1-nash": dict(PAPER),
     "table1-nosgdr": dict(PAPER, sgdr_climb=False),
     "table1-random": dict(PAPER, n_neigh=1),
@@ -139,6 +148,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESET_HELP = {
     "demo": "small search on the bundled mini CIFAR-10 (a few minutes on 2 CPU cores)",
+    "pareto-demo": "a Pareto front of error against parameters on the bundled mini CIFAR-10 "
+                   "(LEMONADE's search at demo scale; 3 members trained to the end)",
     "table1-nash": "paper Table 1: n_steps 5, n_neigh 8, n_NM 5, 17 epochs/child, 100 final",
     "table1-nosgdr": "paper Table 1: as table1-nash but constant lr during the climb",
     "table1-random": "paper Table 1: random networks (n_neigh 1)",
@@ -147,6 +158,8 @@ PRESET_HELP = {
     "table4-c100-s8": "paper Table 4: CIFAR-100, n_steps 8, with snapshot ensemble",
 }
 EXECUTORS = ("auto", "serial", "local", "ray", "streams")
+STRATEGIES = ("nash", "pareto")
+OBJECTIVES = ("params", "mflops")
 TRAIN_STEPS = ("eager", "cuda_graph", "compile")   # train.fit's `step` (it also takes "auto")
 FINAL_MODELS = ("search", "retrain", "auto")   # the model a run hands out (evaluate, export,
                                                 # predict); auto: retrain_is_answer's rule
@@ -365,8 +378,28 @@ def check(c: SearchConfig) -> None:
     if not (_finite(c.distill_temperature) and c.distill_temperature > 0):
         raise ConfigError(f"distill_temperature must be a finite number > 0, got "
                           f"{c.distill_temperature}")
-    if c.n_steps > 0 and c.n_neigh > 1 and c.n_nm < 1:
+    if c.n_steps > 0 and (c.n_neigh > 1 or c.strategy == "pareto") and c.n_nm < 1:
         raise ConfigError("n_nm must be >= 1 when children are made (n_neigh > 1)")
+    check_pareto(c)
+
+
+def check_pareto(c: SearchConfig) -> None:
+    """The Pareto search's settings (strategy, objective, n_draw, front_final)."""
+    if c.strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got "
+                          f"{c.strategy!r}")
+    if c.objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got "
+                          f"{c.objective!r}")
+    if c.n_draw < 0 or (c.n_draw and c.n_draw < c.n_neigh):
+        raise ConfigError(f"n_draw must be 0 (4 x n_neigh) or at least n_neigh ({c.n_neigh}), "
+                          f"got {c.n_draw}")
+    if c.front_final < 0:
+        raise ConfigError(f"front_final must be >= 0 (0: every member), got {c.front_final}")
+    if c.strategy == "pareto" and c.final_model != "search":
+        raise ConfigError("final_model applies to NASH's one answer; a Pareto search hands "
+                          "out its front (use retrain=true to retrain its most accurate "
+                          "member)")
 
 
 def parse_value(key: str, text: str) -> Any:

@@ -53,6 +53,12 @@ def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
     n_full, n_test = len(split.train_full), len(split.test)
     size = mflops(climber.load_arch(best["model"]))
     out = {"final": model.seconds(size, image_passes(c.epoch_final, n_full, n_test))}
+    if c.strategy == "pareto":   # every front member that gets a final training, as it stands
+        from .pareto import current_front, final_members
+        front = current_front(climber.state) or [best]
+        out["final"] = sum(model.seconds(mflops(climber.load_arch(m["model"])),
+                                         image_passes(c.epoch_final, n_full, n_test))
+                           for m in final_members(front, c.front_final, c.objective))
     lineage = best.get("lineage", 0) + c.epoch_final
     if c.baseline:
         m0 = mflops(climber.load_arch(MODEL0))

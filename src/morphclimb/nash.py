@@ -122,7 +122,7 @@ class Climber:
                  callback: Callback | None = None, t0: float | None = None,
                  rules: Rules | None = None):
         self.c, self.run, self.split, self.executor = config, run, split, executor
-        self.rules = nash_rules(config) if rules is None else rules
+        self.rules = rules_for(config) if rules is None else rules
         self.info = preprocess.record(dataset_info, split)   # what inference needs, too
         self.emit = callback or (lambda event: None)
         self.state: RunState = run.state()
@@ -258,31 +258,48 @@ class Climber:
         epochs = 0 if w is not None else self.c.epoch_pretrain
         return self.train_one(MODEL0, arch, w, epochs, role="pretrain", step=0)
 
-    def step(self, i: int, best: dict) -> dict | None:
-        """One hill-climbing step from parent `best`; returns the new best's record.
+    def step(self, i: int, parents: dict | list[dict]) -> dict | None:
+        """One step of the climb from `parents` (NASH: the one current best); returns the
+        new best's record (the first the selector keeps).
 
-        The proposer says how many children are drawn, which are trained and whether the
-        parent trains on beside them (NASH: n_neigh - 1 children plus the current best, as in
-        Algorithm 1; with n_neigh = 1, the paper's "random networks" baseline, one child,
-        always accepted); the pruner may cut candidates early (successive halving); the
-        selector decides. Returns None when a stopper (the time budget) ends the climb here
-        (journaled as climb_stopped).
+        The proposer says how many children are drawn, each one's parent, which are trained
+        and whether the parent trains on beside them (NASH: n_neigh - 1 children plus the
+        current best, as in Algorithm 1; with n_neigh = 1, the paper's "random networks"
+        baseline, one child, always accepted); the pruner may cut candidates early
+        (successive halving); the selector decides. Returns None when a stopper (the time
+        budget) ends the climb here (journaled as climb_stopped).
         """
+        parents = [parents] if isinstance(parents, dict) else list(parents)
+        best = parents[0]
         if i in self.state.decided:
             return self.state.trained[self.state.decided[i]["best"]]
         self.emit({"event": Event.STEP_START, "step": i, "n_steps": self.c.n_steps})
-        parent_arch, parent_w = self.load_model(best["model"])
-        tasks, sgdr, propose = [], self.c.sgdr_climb, self.rules.proposer
-        taken = {_key(parent_arch): "its parent"}
-        for j in range(1, propose.n_children + 1):
+        propose, sgdr = self.rules.proposer, self.c.sgdr_climb
+        loaded = {}
+
+        def parent_model(rec: dict):
+            if rec["model"] not in loaded:
+                loaded[rec["model"]] = self.load_model(rec["model"])
+            return loaded[rec["model"]]
+
+        taken = {}
+        for p in parents:
+            taken.setdefault(_key(self.load_arch(p["model"])),
+                             "its parent" if len(parents) == 1 else f"parent {p['model']}")
+        tasks = []
+        for j, drawn in enumerate(propose.parent_of(i, parents), start=1):
             cid = child_id(i, j)
+            # a resumed step keeps the parent its journal recorded
+            pid = (self.state.made.get(cid) or self.state.trained.get(cid) or {}).get("parent")
+            par = self.state.trained[pid] if pid in self.state.trained else drawn
+            parent_arch, parent_w = parent_model(par)
             meta = dict(role="child", step=i, child=j, n_neigh=self.c.n_neigh,
-                        parent=best["model"], lineage=best.get("lineage", 0))
+                        parent=par["model"], lineage=par.get("lineage", 0))
             if cid in self.state.trained:
                 taken.setdefault(_key(self.load_arch(cid)), cid)
                 tasks.append(self.task(cid, parent_arch, None, 0))
                 continue
-            made = self.make_child(i, j, parent_arch, parent_w, best, taken)
+            made = self.make_child(i, j, parent_arch, parent_w, par, taken)
             if made is None:
                 if self.state.outcome(cid) is None:
                     self.log({"event": Event.CHILD_FAILED, "model": cid, "reason":
@@ -292,13 +309,15 @@ class Climber:
                 continue
             arch, w = made
             taken.setdefault(_key(arch), cid)
-            teacher = self.teacher_for(cid, best["model"], parent_arch, parent_w)
+            teacher = self.teacher_for(cid, par["model"], parent_arch, parent_w)
             tasks.append(self.task(cid, arch, w, self.c.epoch_neigh, sgdr=sgdr,
                                    teacher=teacher, **meta))
-        chosen = {t.model_id for t in propose.to_train(i, tasks)}
-        cut = [t.model_id for t in tasks if t.model_id not in chosen]   # never trained
-        tasks = [t for t in tasks if t.model_id in chosen]
+        drawn = [self.state.made[t.model_id] for t in tasks if t.model_id in self.state.made]
+        chosen = set(propose.to_train(i, drawn, parents))
+        cut = [r["model"] for r in drawn if r["model"] not in chosen]   # never trained
+        tasks = [t for t in tasks if t.model_id not in cut]
         if propose.with_incumbent:
+            parent_arch, parent_w = parent_model(best)
             tasks.append(self.task(incumbent_id(i), parent_arch, parent_w, self.c.epoch_neigh,
                                    sgdr=sgdr, role="incumbent", step=i, child=self.c.n_neigh,
                                    n_neigh=self.c.n_neigh, parent=best["model"],
@@ -313,7 +332,7 @@ class Climber:
         recs = self.train_all(tasks, self.guard(i, tasks, best, ahead))
         if recs is None:
             return None
-        return self.decide(i, best, [recs[t.model_id] for t in tasks], cut)
+        return self.decide(i, best, [recs[t.model_id] for t in tasks], cut, parents)
 
     def guard(self, i: int, tasks: list[TrainTask], best: dict, rungs=None):
         """The stoppers' check before each batch of step i's `tasks` (`rungs`: with halving,
@@ -354,9 +373,12 @@ class Climber:
                           "draw": d, "reason": why, "morphisms": applied})
         return None
 
-    def decide(self, i: int, best: dict, recs: list[dict], cut: list[str] = ()) -> dict:
+    def decide(self, i: int, best: dict, recs: list[dict], cut: list[str] = (),
+               parents: list[dict] = ()) -> dict:
         """Keep what the selector keeps (NASH: the best child by validation accuracy, then
-        loss; the incumbent stays on ties); returns the first kept, the run's new best.
+        loss; the incumbent stays on ties; a Pareto search: the non-dominated set of its
+        `parents`, the front so far, and the candidates); returns the first kept, the run's
+        new best.
 
         `cut`: candidates never trained or stopped by the pruner before the last rung
         (listed, never chosen).
@@ -367,7 +389,7 @@ class Climber:
             raise TrainingError(f"step {i}: every candidate failed (first: "
                                 f"{first.splitlines()[0] if first else 'no reason'}); "
                                 f"{RETRY_HINT}")
-        kept = self.rules.selector.select(i, ok)
+        kept = self.rules.selector.select(i, ok, list(parents))
         winner = kept[0]
         self.log({"event": Event.STEP_DECIDED, "step": i, "best": winner["model"],
                   "kept": [r["model"] for r in kept],
@@ -376,10 +398,10 @@ class Climber:
                   "candidates": [r["model"] for r in recs] + list(cut)})
         return winner
 
-    def finish(self, best: dict) -> dict:
+    def finish(self, best: dict, model_id: str = FINAL) -> dict:
         """Final training on train + validation, then the one evaluation on the test set."""
         arch, w = self.run.load_model(best["model"])
-        task = self.task(FINAL, arch, final_weights(self.c, arch, w), self.c.epoch_final,
+        task = self.task(model_id, arch, final_weights(self.c, arch, w), self.c.epoch_final,
                          part="train_full", eval_part="test", role="final",
                          parent=best["model"], lineage=best.get("lineage", 0))
         if self.c.final_lr is not None:
@@ -399,8 +421,7 @@ class Climber:
         best = self.pretrain()
         kept, i = [best], 1
         while self.rules.go_on(self, i):     # NASH: up to n_steps
-            parent, = self.rules.proposer.parents(i, kept)   # the engine climbs from one
-            won = self.step(i, parent)
+            won = self.step(i, self.rules.proposer.parents(i, kept))
             if won is None:          # a stopper (the time budget) ended the climb before step i
                 break
             best = won
@@ -408,7 +429,22 @@ class Climber:
             if self.c.keep_weights == "best":
                 self.drop_losers(i)
             i += 1
-        return self.final(best)
+        final = self.final(best)
+        if self.c.strategy == "pareto":
+            self.finish_front(kept)
+        return final
+
+    def finish_front(self, front: list[dict]) -> None:
+        """A Pareto search's final trainings of the front members that get one (front_final;
+        the most accurate, the run's `final`, is trained first, by `final`)."""
+        from .pareto import final_members, member_model
+        for m in final_members(front, self.c.front_final, self.c.objective)[1:]:
+            mid = member_model(m["model"], front[0]["model"])
+            if mid in self.state.trained:
+                self.ensure(mid)
+                continue
+            self.ensure(m["model"])
+            self.finish(m, mid)
 
     def final(self, best: dict) -> dict:
         """The final model's record: trained by `finish`, or the journal's (its checkpoint
@@ -471,6 +507,14 @@ class Climber:
 
 
 MAX_DRAWS = 50   # draws of morphisms per child before it is given up
+
+
+def rules_for(c: SearchConfig) -> Rules:
+    """The rules of the config's strategy: NASH's hill climbing or the Pareto search's."""
+    if c.strategy == "pareto":
+        from .pareto import pareto_rules
+        return pareto_rules(c)
+    return nash_rules(c)
 
 
 def _key(arch: Arch) -> str:

@@ -60,7 +60,8 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     searched = [r for r in trained.values()
                 if r.get("role") in ("pretrain", "child", "incumbent", "final")]
     out["runtime_s"] = sum(r.get("seconds", 0.0) for r in searched)
-    out["search_clock_s"] = trained[FINAL].get("clock") if FINAL in trained else None
+    finals = [r.get("clock") or 0.0 for r in trained.values() if r.get("role") == "final"]
+    out["search_clock_s"] = max(finals) if FINAL in trained else None
     out["models_trained"] = len(trained)
     out["children_failed"] = len(failed)
     cfg = out["config"]
@@ -84,6 +85,9 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
                                     "test_error": _pct(e["test_accuracy"]),
                                     "params": e["params"],
                                     "runtime_s": out["runtime_s"] + extra}
+    if cfg.get("strategy") == "pareto":
+        from .pareto import front_results
+        out.update(front_results(st, cfg.get("objective", "params")))
     if write:
         run.write_results(out)
     return out

@@ -14,6 +14,7 @@ Records here are journal records (`model_trained`, `child_failed`); failed ones 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,8 +34,12 @@ class Proposer(Protocol):
     def parents(self, step: int, kept: list[Record]) -> list[Record]:
         """The parents of `step`, chosen among the models the previous step kept."""
 
-    def to_train(self, step: int, children: list) -> list:
-        """The drawn children (training tasks) that get trained; the others are listed as cut."""
+    def parent_of(self, step: int, parents: list[Record]) -> list[Record]:
+        """The parent of each of the n_children children of `step`, in order."""
+
+    def to_train(self, step: int, children: list[Record], parents: list[Record]) -> list[str]:
+        """The ids of the drawn children (their child_made records) that get trained; the
+        others are listed as cut."""
 
 
 class Pruner(Protocol):
@@ -53,8 +58,10 @@ class Pruner(Protocol):
 class Selector(Protocol):
     """Who is kept after a step: the first of the list is the one the run calls its best."""
 
-    def select(self, step: int, recs: list[Record]) -> list[Record]:
-        """The kept candidates, best first (empty only when every candidate failed)."""
+    def select(self, step: int, recs: list[Record], previous: list[Record] = ()
+               ) -> list[Record]:
+        """The kept models among the step's candidates `recs` and the models the step
+        started from (`previous`), best first (empty only when every candidate failed)."""
 
 
 class Stopper(Protocol):
@@ -116,31 +123,36 @@ class Incumbent:
     def parents(self, step: int, kept: list[Record]) -> list[Record]:
         return kept[:1]
 
-    def to_train(self, step: int, children: list) -> list:
-        return list(children)
+    def parent_of(self, step: int, parents: list[Record]) -> list[Record]:
+        return [parents[0]] * self.n_children
+
+    def to_train(self, step: int, children: list[Record], parents: list[Record]) -> list[str]:
+        return [r["model"] for r in children]
 
 
 @dataclass(frozen=True)
 class Halving:
     """Successive halving: a rung keeps the best ceil(n / eta) of its n candidates (failed
-    ones counted in n, never kept), ranked as the step decision ranks them."""
+    ones counted in n, never kept), ranked by `rank` (NASH: as the step decision ranks)."""
 
     rungs: tuple[int, ...]
     eta: int
+    rank: Callable[[int, list[Record]], list[Record]] | None = field(default=None, compare=False)
 
     def survivors(self, n: int) -> int:
         return max(1, math.ceil(n / self.eta))
 
     def keep(self, step: int, recs: list[Record]) -> list[Record]:
-        return ranked(step, recs)[: self.survivors(len(recs))]
+        return (self.rank or ranked)(step, recs)[: self.survivors(len(recs))]
 
 
 class KeepBest:
     """NASH's decision: keep the one best by validation accuracy, then lowest validation
     loss; the incumbent stays on ties (`ranked`)."""
 
-    def select(self, step: int, recs: list[Record]) -> list[Record]:
-        return ranked(step, recs)[:1]
+    def select(self, step: int, recs: list[Record], previous: list[Record] = ()
+               ) -> list[Record]:
+        return ranked(step, recs)[:1]   # the previous best is a candidate (the incumbent)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,167 @@
+"""A Pareto search's rules (LEMONADE, arXiv 1804.09081) for the climb's engine (nash.Climber).
+
+The population is the non-dominated set of (validation error, size), size being the cheap
+objective, parameters or MFLOPs (`objective`), known before any training. Each generation
+draws `n_draw` children, each from a parent sampled from the front inversely to the kernel
+density of the front's sizes, trains the `n_neigh` of them sampled the same way (where the
+front is sparse, more likely), cut early by successive halving when configured (ranked by
+non-dominated level, then validation error), and keeps the new front. Children of approximate
+morphisms learn from their parent (distillation, worker.Teacher). front.py does the arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .events import FINAL, MODEL0, Event
+from .front import inverse_density_weights, levels, nondominated, sample, spread
+from .rules import Halving, Record, Rules, StepLimit, TimeBudget
+from .seeds import derive_seed
+
+
+def size(rec: Record, objective: str) -> float:
+    """The cheap objective of a model_trained or child_made record."""
+    return float(rec[objective])
+
+
+def error(rec: Record) -> float:
+    """Validation error in percent of a model_trained record."""
+    return 100.0 * (1.0 - rec["val_accuracy"])
+
+
+def point(rec: Record, objective: str) -> tuple[float, float]:
+    return error(rec), size(rec, objective)
+
+
+def front_of(recs: list[Record], objective: str) -> list[Record]:
+    """The non-dominated trained records, the lowest validation error first (then the
+    smallest, then the earlier); a model listed twice counts once."""
+    seen, uniq = set(), []
+    for r in recs:
+        if r["event"] == Event.MODEL_TRAINED and r["model"] not in seen:
+            seen.add(r["model"])
+            uniq.append(r)
+    keep = nondominated([point(r, objective) for r in uniq])
+    return sorted((uniq[k] for k in keep), key=lambda r: (*point(r, objective),
+                                                           uniq.index(r)))
+
+
+def pareto_ranked(objective: str):
+    """Halving's ranking in a Pareto search: non-dominated level first, then validation
+    error, then size, then the earlier candidate; failed ones left out."""
+    def rank(step: int, recs: list[Record]) -> list[Record]:
+        ok = [r for r in recs if r["event"] == Event.MODEL_TRAINED]
+        lv = levels([point(r, objective) for r in ok])
+        order = sorted(range(len(ok)), key=lambda k: (lv[k], *point(ok[k], objective), k))
+        return [ok[k] for k in order]
+    return rank
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """LEMONADE's proposer: parents from the whole front, sampled with probability inverse
+    to the density of the front's sizes (Eq. 1); of the n_draw children drawn, n_neigh are
+    trained, sampled without replacement the same way (Eq. 2). No parent trains on: the
+    front's members stay as they were trained."""
+
+    n_neigh: int
+    n_draw: int
+    objective: str
+    seed: int
+
+    @property
+    def n_children(self) -> int:
+        return self.n_draw
+
+    with_incumbent = False
+
+    def parents(self, step: int, kept: list[Record]) -> list[Record]:
+        return list(kept)
+
+    def parent_of(self, step: int, parents: list[Record]) -> list[Record]:
+        """The parent of each child of `step`, drawn with replacement."""
+        sizes = [size(r, self.objective) for r in parents]
+        rng = np.random.default_rng(derive_seed(self.seed, "parents", step))
+        p = inverse_density_weights(sizes, sizes)
+        return [parents[k] for k in sample(rng, p, self.n_draw, replace=True)]
+
+    def to_train(self, step: int, children: list[Record], parents: list[Record]) -> list[str]:
+        """The ids of the children (child_made records) that are trained."""
+        if len(children) <= self.n_neigh:
+            return [r["model"] for r in children]
+        rng = np.random.default_rng(derive_seed(self.seed, "accept", step))
+        p = inverse_density_weights([size(r, self.objective) for r in parents],
+                                    [size(r, self.objective) for r in children])
+        return [children[k]["model"] for k in sample(rng, p, self.n_neigh, replace=False)]
+
+
+@dataclass(frozen=True)
+class KeepFront:
+    """Keep the non-dominated set of the front so far and the step's trained candidates."""
+
+    objective: str
+
+    def select(self, step: int, recs: list[Record], previous: list[Record] = ()
+               ) -> list[Record]:
+        return front_of(list(previous) + list(recs), self.objective)
+
+
+def pareto_rules(c) -> Rules:
+    """A Pareto search's rules for search config `c` (strategy "pareto")."""
+    stoppers = [StepLimit(c.n_steps)]
+    if c.time_budget is not None:
+        stoppers.append(TimeBudget(c.time_budget))
+    pruner = (Halving(tuple(c.rungs), c.eta, rank=pareto_ranked(c.objective))
+              if c.rungs else None)
+    return Rules(Sparse(c.n_neigh, c.n_draw or 4 * c.n_neigh, c.objective, c.seed),
+                 KeepFront(c.objective), pruner, tuple(stoppers))
+
+
+# ------------------------------------------------------------------ the front a run hands out
+def member_model(member: str, best: str) -> str:
+    """The model id of a front member's final training (train + validation, tested): the
+    most accurate member's is the run's `final`, every other member's final-<member>."""
+    return FINAL if member == best else f"{FINAL}-{member}"
+
+
+def final_members(front: list[Record], k: int, objective: str) -> list[Record]:
+    """The front members that get a final training: all of them (k = 0), or k spread evenly
+    over log size; the most accurate (front[0]) always, and first."""
+    picked = [front[n] for n in spread([size(r, objective) for r in front], k)]
+    if front[0] not in picked:      # equal sizes aside, spread takes the largest: the best
+        picked[-1] = front[0]
+    return [front[0]] + [r for r in picked if r is not front[0]]
+
+
+def current_front(state) -> list[Record]:
+    """The front as the journal stands: the last decided step's kept models, else model_0."""
+    if state.decided:
+        return [state.trained[m] for m in state.kept(max(state.decided))]
+    return [state.trained[MODEL0]] if MODEL0 in state.trained else []
+
+
+def front_results(state, objective: str) -> dict:
+    """results.json's account of a Pareto search: the front (smallest first) with each
+    member's final training where it had one, and the front after every generation."""
+    def entry(r: Record) -> dict:
+        return {"id": r["model"], "val_error": round(error(r), 4), "params": r["params"],
+                "mflops": r.get("mflops"), "step": r.get("step", 0),
+                "epochs": r.get("lineage", 0)}
+    front = current_front(state)
+    finals = {r["parent"]: r for r in state.trained.values()
+              if r.get("role") == "final" and "parent" in r}
+    members = []
+    for r in sorted(front, key=lambda r: (size(r, objective), error(r))):
+        f = finals.get(r["model"])
+        members.append({**entry(r), "model": f["model"] if f else None,
+                        "test_error": None if f is None or f.get("test_accuracy") is None
+                        else round(100.0 * (1.0 - f["test_accuracy"]), 4)})
+    gens = [{"step": 0, "front": [entry(state.trained[m]) for m in (MODEL0,)
+                                  if m in state.trained]}]
+    gens += [{"step": i, "front": sorted((entry(state.trained[m]) for m in state.kept(i)),
+                                         key=lambda e: e[objective])}
+             for i in sorted(state.decided)]
+    return {"strategy": "pareto", "objective": objective, "front": members,
+            "generations": gens}
