@@ -50,6 +50,7 @@ class SearchConfig:
     widths: tuple[int, int, int] = (32, 64, 128)
     start: str | None = None          # start from a run directory or an arch.json instead
     start_weights: str | None = None  # weights.safetensors for an arch.json start
+    start_model: str | None = None    # with a run directory start: its model or front member
     # limits
     time_budget: float | None = None  # seconds for the whole command ("2h", "30m" accepted)
     max_params: int | None = None     # children above this are redrawn, never trained
@@ -123,7 +124,7 @@ FIELDS = {f.name: f for f in fields(SearchConfig)}
 # them out while they hold them, so a NASH run's config.json and journal are byte for byte
 # what they were before the keys existed (from_dict fills them in)
 QUIET = ("approximate", "distill_weight", "distill_temperature", "strategy", "objective",
-         "n_draw", "front_final")
+         "n_draw", "front_final", "start_model")
 _LOWER = {k.lower(): k for k in FIELDS}   # keys are accepted in any case (n_NM: n_nm)
 _HINTS = get_type_hints(SearchConfig)
 # field -> the types its value may have (a union split into its members; a tuple kept whole)
@@ -365,6 +366,8 @@ def check(c: SearchConfig) -> None:
         raise ConfigError(f"max_params must be >= 1, got {c.max_params}")
     if c.start_weights is not None and c.start is None:
         raise ConfigError("start_weights needs start (the arch.json the weights belong to)")
+    if c.start_model is not None and c.start is None:
+        raise ConfigError("start_model needs start (the run directory the model belongs to)")
     if c.rungs:
         if min(c.rungs) < 1 or sum(c.rungs) != c.epoch_neigh:
             raise ConfigError(f"rungs must be positive epoch counts adding up to epoch_neigh "

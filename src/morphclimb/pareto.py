@@ -165,3 +165,10 @@ def front_results(state, objective: str) -> dict:
              for i in sorted(state.decided)]
     return {"strategy": "pareto", "objective": objective, "front": members,
             "generations": gens}
+
+
+def member_final(state, member: str) -> str | None:
+    """The model id of `member`'s final training (train + validation, tested), None when it
+    had none (a front member beyond front_final, or any other model)."""
+    return next((r["model"] for r in state.trained.values()
+                 if r.get("role") == "final" and r.get("parent") == member), None)
