@@ -66,12 +66,14 @@ def inverse_density_weights(members: Sequence[float], at: Sequence[float]) -> np
 
 def sample(rng: np.random.Generator, p: np.ndarray, k: int, replace: bool) -> list[int]:
     """k indices drawn with probabilities `p` (without replacement: each draw renormalised
-    over those left; all of them when k >= len(p))."""
+    over those left, uniform once only zero weights are left; all of them when
+    k >= len(p))."""
     if replace:
         return [int(i) for i in rng.choice(len(p), size=k, p=p)]
     left, out = list(range(len(p))), []
     while left and len(out) < k:
-        q = np.asarray([p[i] for i in left])
+        q = np.asarray([p[i] for i in left], dtype=np.float64)
+        q = q if q.sum() > 0 else np.ones(len(left))
         pick = int(rng.choice(len(left), p=q / q.sum()))
         out.append(left.pop(pick))
     return out

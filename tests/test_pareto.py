@@ -1,0 +1,295 @@
+"""The Pareto search (issue 17): the front's arithmetic against brute force, LEMONADE's
+sampling rules, and a tiny search whose front is non-dominated, comes from the journal and
+survives a kill at any record."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import TINY, make_tiny_npz
+from morphclimb import front as F
+from morphclimb.config import SearchConfig
+from morphclimb.errors import ConfigError
+from morphclimb.events import FINAL, MODEL0
+from morphclimb.journal import RunDir
+from morphclimb.nash import hill_climb, resume, rules_for
+from morphclimb.pareto import (
+    KeepFront,
+    Sparse,
+    final_members,
+    front_of,
+    pareto_ranked,
+)
+
+
+# ------------------------------------------------------------------ arithmetic
+def _brute_front(points):
+    return [i for i, p in enumerate(points)
+            if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_nondominated_and_levels_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    pts = [tuple(map(float, p)) for p in rng.integers(0, 6, size=(int(rng.integers(1, 15)), 2))]
+    assert F.nondominated(pts) == _brute_front(pts)
+    lv = F.levels(pts)
+    left = list(range(len(pts)))
+    for level in itertools.count():
+        if not left:
+            break
+        front = [left[k] for k in _brute_front([pts[i] for i in left])]
+        assert sorted(i for i in range(len(pts)) if lv[i] == level) == sorted(front)
+        left = [i for i in left if i not in front]
+
+
+def test_dominance_is_strict():
+    assert F.dominates((1, 2), (1, 3)) and not F.dominates((1, 3), (1, 3))
+    assert not F.dominates((0, 4), (1, 3)) and F.nondominated([(1, 1), (1, 1)]) == [0, 1]
+
+
+def test_hypervolume_by_hand():
+    assert F.hypervolume([(1, 1)], (3, 3)) == 4
+    # two rectangles 2x1 and 1x2 overlapping in 1x1: 3
+    assert F.hypervolume([(1, 2), (2, 1)], (3, 3)) == 3
+    assert F.hypervolume([(1, 2), (2, 1), (2.5, 2.5)], (3, 3)) == 3   # a dominated point
+    assert F.hypervolume([(4, 1)], (3, 3)) == 0                        # beyond the reference
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hypervolume_against_a_grid(seed):
+    rng = np.random.default_rng(seed)
+    pts = [tuple(p) for p in rng.uniform(0, 10, size=(6, 2))]
+    g = (np.arange(2000) + 0.5) / 200          # cell centres of a 0.005 grid over [0, 10]
+    covered = np.zeros((2000, 2000), bool)
+    for a, b in pts:
+        covered |= (g[:, None] >= a) & (g[None, :] >= b)
+    assert F.hypervolume(pts, (10, 10)) == pytest.approx(covered.sum() * 0.005 ** 2, abs=0.2)
+
+
+def test_density_is_a_gaussian_kde_in_log_size():
+    members = [100.0, 1000.0, 10000.0]
+    logs = np.log(members)
+    h = 1.06 * logs.std(ddof=1) * 3 ** -0.2
+    x = 500.0
+    want = np.mean(np.exp(-0.5 * ((np.log(x) - logs) / h) ** 2)) / (h * math.sqrt(2 * math.pi))
+    assert F.density(members, [x])[0] == pytest.approx(want)
+    grid = np.linspace(-10, 30, 40001)         # integrates to 1 over log size
+    assert np.trapezoid(F.density(members, np.exp(grid)), grid) == pytest.approx(1, abs=1e-6)
+    one = F.density([50.0], [50.0])[0]         # one member: the bandwidth floor
+    assert one == pytest.approx(1 / (F.MIN_BANDWIDTH * math.sqrt(2 * math.pi)))
+
+
+def test_inverse_density_favours_sparse_sizes():
+    members = [1000.0, 1010.0, 1020.0, 100000.0]
+    p = F.inverse_density_weights(members, members)
+    assert p.sum() == pytest.approx(1) and p[3] > 2 * p[0]
+
+
+def test_sample_without_replacement_is_distinct_and_weighted():
+    rng = np.random.default_rng(0)
+    p = np.array([0.0, 0.5, 0.25, 0.25])
+    for _ in range(50):
+        got = F.sample(rng, p, 2, replace=False)
+        assert len(set(got)) == 2 and 0 not in got
+    assert sorted(F.sample(rng, p, 9, replace=False)) == [0, 1, 2, 3]
+    draws = F.sample(np.random.default_rng(1), p, 4000, replace=True)
+    assert np.bincount(draws, minlength=4)[1] / 4000 == pytest.approx(0.5, abs=0.03)
+
+
+def test_spread_takes_both_ends_and_even_steps():
+    sizes = [10.0, 100.0, 1000.0, 10000.0, 20.0, 9000.0]
+    assert F.spread(sizes, 2) == [0, 3]
+    assert F.spread(sizes, 3) == [0, 2, 3]
+    assert F.spread(sizes, 0) == [0, 4, 1, 2, 5, 3] == F.spread(sizes, 6)
+
+
+# ------------------------------------------------------------------ the rules
+def _rec(model, err, params, **kw):
+    return {"event": "model_trained", "model": model, "val_accuracy": 1 - err / 100,
+            "params": params, "mflops": params / 100, **kw}
+
+
+def test_keep_front_keeps_the_non_dominated_of_old_and_new():
+    old = [_rec("m0", 50, 1000), _rec("a", 40, 4000)]
+    new = [_rec("b", 45, 500), _rec("c", 41, 5000), _rec("d", 30, 9000),
+           {"event": "child_failed", "model": "e"}]
+    kept = KeepFront("params").select(1, new, old)
+    assert [r["model"] for r in kept] == ["d", "a", "b"]   # most accurate first
+    assert [r["model"] for r in KeepFront("mflops").select(1, new, old)] == ["d", "a", "b"]
+    assert front_of(old + old, "params") == [old[1], old[0]]   # a member counts once
+
+
+def test_halving_ranks_by_level_then_error():
+    recs = [_rec("a", 40, 4000), _rec("b", 45, 500), _rec("c", 41, 5000), _rec("d", 46, 600)]
+    assert [r["model"] for r in pareto_ranked("params")(1, recs)] == ["a", "b", "c", "d"]
+
+
+def test_sparse_proposer_samples_inversely_to_density():
+    crowd = [_rec(f"c{k}", 40 + k, 1000 + k) for k in range(5)]
+    lone = _rec("lone", 20, 100000)
+    p = Sparse(n_neigh=2, n_draw=3000, objective="params", seed=0)
+    parents = p.parent_of(1, crowd + [lone])
+    assert parents == Sparse(2, 3000, "params", 0).parent_of(1, crowd + [lone])   # seeded
+    assert parents != Sparse(2, 3000, "params", 1).parent_of(1, crowd + [lone])
+    share = sum(r is lone for r in parents) / len(parents)
+    sizes = [r["params"] for r in crowd + [lone]]
+    want = F.inverse_density_weights(sizes, sizes)[-1]
+    assert want > 0.4                        # one of six members, drawn about half the time
+    assert share == pytest.approx(want, abs=0.03)
+    children = [{"model": f"k{i}", "params": 1000 + i} for i in range(6)] + \
+        [{"model": "far", "params": 30000}]
+    picks = [Sparse(2, 7, "params", s).to_train(1, children, crowd) for s in range(40)]
+    assert all(len(set(x)) == 2 for x in picks)
+    assert sum("far" in x for x in picks) > 30     # the sparse child nearly always trained
+    assert Sparse(8, 8, "params", 0).to_train(1, children, crowd) == [c["model"] for c in
+                                                                       children]
+
+
+def test_rules_follow_the_config():
+    r = rules_for(SearchConfig(strategy="pareto", n_neigh=3, objective="mflops", seed=7,
+                               rungs=(1, 2), epoch_neigh=3, eta=2, time_budget=60))
+    assert r.proposer == Sparse(3, 12, "mflops", 7) and r.selector == KeepFront("mflops")
+    assert r.pruner.rungs == (1, 2) and r.pruner.eta == 2
+    assert [type(s).__name__ for s in r.stoppers] == ["StepLimit", "TimeBudget"]
+    assert rules_for(SearchConfig(strategy="pareto", n_draw=5, n_neigh=2)).proposer.n_draw == 5
+    assert type(rules_for(SearchConfig()).selector).__name__ == "KeepBest"
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(strategy="lemonade"), "strategy must be one of nash, pareto"),
+    (dict(objective="latency"), "objective must be one of params, mflops"),
+    (dict(n_draw=2, n_neigh=3), "n_draw must be 0 (4 x n_neigh) or at least n_neigh (3)"),
+    (dict(n_draw=-1), "n_draw must be 0"),
+    (dict(front_final=-1), "front_final must be >= 0"),
+    (dict(strategy="pareto", final_model="auto"), "a Pareto search hands out its front"),
+    (dict(start_model="s01c1"), "start_model needs start"),
+])
+def test_bad_pareto_settings(kw, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        SearchConfig(**kw)
+
+
+def test_nash_configs_do_not_mention_the_pareto_keys():
+    d = SearchConfig().to_dict()
+    assert not {"strategy", "objective", "n_draw", "front_final", "start_model"} & set(d)
+    assert SearchConfig(strategy="pareto").to_dict()["strategy"] == "pareto"
+
+
+def test_final_members_spread_and_best_first():
+    front = [_rec("big", 20, 10000), _rec("mid", 30, 1000), _rec("small", 40, 100),
+             _rec("tiny", 50, 10)]
+    assert [r["model"] for r in final_members(front, 0, "params")] == \
+        ["big", "tiny", "small", "mid"]
+    assert [r["model"] for r in final_members(front, 2, "params")] == ["big", "tiny"]
+    assert [r["model"] for r in final_members(front, 1, "params")] == ["big"]
+
+
+# ------------------------------------------------------------------ a tiny Pareto search
+PARETO = dict(TINY, strategy="pareto", approximate=True, n_steps=2, n_neigh=3, n_draw=6)
+
+
+@pytest.fixture(scope="module")
+def pareto_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pareto")
+    npz = str(make_tiny_npz(d / "tiny.npz"))
+    hill_climb(SearchConfig(**{**PARETO, "dataset": npz}), d / "run")
+    return npz, d / "run"
+
+
+def _points(recs):
+    return [(100 * (1 - r["val_accuracy"]), r["params"]) for r in recs]
+
+
+def test_the_front_is_the_non_dominated_set_of_everything_trained(pareto_run):
+    _, out = pareto_run
+    st = RunDir.open(out).state()
+    climb = [r for r in st.trained.values() if r.get("role") in ("pretrain", "child")]
+    want = {climb[i]["model"] for i in _brute_front(_points(climb))}
+    res = json.loads((out / "results.json").read_text())
+    assert {m["id"] for m in res["front"]} == want
+    pts = [(m["val_error"], m["params"]) for m in res["front"]]
+    assert _brute_front(pts) == list(range(len(pts)))
+    assert [m["params"] for m in res["front"]] == sorted(m["params"] for m in res["front"])
+
+
+def test_each_generation_trains_n_neigh_of_n_draw(pareto_run):
+    _, out = pareto_run
+    run = RunDir.open(out)
+    made, st = run.records("child_made"), run.state()
+    for i in (1, 2):
+        assert sum(r["step"] == i for r in made) == PARETO["n_draw"]
+        trained = [r for r in st.trained.values() if r.get("step") == i and
+                   r.get("role") == "child"]
+        assert len(trained) == PARETO["n_neigh"]
+        assert not [r for r in st.trained.values() if r.get("role") == "incumbent"]
+        d = st.decided[i]
+        assert len(d["candidates"]) == PARETO["n_draw"]
+        prev = st.kept(i - 1) if i > 1 else [MODEL0]
+        for r in trained:                      # each child's parent is on the previous front
+            assert r["parent"] in prev
+
+
+def test_front_numbers_come_from_the_journal(pareto_run):
+    _, out = pareto_run
+    st = RunDir.open(out).state()
+    res = json.loads((out / "results.json").read_text())
+    for m in res["front"]:
+        rec = st.trained[m["id"]]
+        assert m["val_error"] == round(100 * (1 - rec["val_accuracy"]), 4)
+        assert (m["params"], m["mflops"]) == (rec["params"], rec["mflops"])
+        fin = st.trained[m["model"]]
+        assert fin["parent"] == m["id"] and fin["part"] == "train_full"
+        assert m["test_error"] == round(100 * (1 - fin["test_accuracy"]), 4)
+    best = min(res["front"], key=lambda m: (m["val_error"], m["params"]))
+    assert best["model"] == FINAL == res["model"]
+    assert res["final"]["test_error"] == best["test_error"]
+    gens = res["generations"]
+    assert [g["step"] for g in gens] == [0, 1, 2]
+    assert {e["id"] for e in gens[-1]["front"]} == {m["id"] for m in res["front"]}
+
+
+def test_approximate_children_learn_from_their_parent(pareto_run):
+    _, out = pareto_run
+    st = RunDir.open(out).state()
+    from morphclimb.morphisms import APPROXIMATE
+    for m, r in st.trained.items():
+        if r.get("role") != "child":
+            continue
+        approx = any(x["op"] in APPROXIMATE for x in st.made[m]["morphisms"])
+        assert ("distill" in r) == approx, m
+        if approx:
+            assert r["distill"]["teacher"] == r["parent"]
+
+
+def test_front_final_limits_the_final_trainings(tmp_path):
+    npz = str(make_tiny_npz(tmp_path / "tiny.npz"))
+    res = hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "front_final": 1,
+                                     "n_steps": 1}), tmp_path / "run").results
+    tested = [m for m in res["front"] if m["model"] is not None]
+    assert [m["model"] for m in tested] == [FINAL]
+    assert all(m["test_error"] is None for m in res["front"] if m["model"] is None)
+
+
+@pytest.mark.parametrize("cut", ["child_made", "model_trained", "step_decided", "final"])
+def test_a_killed_pareto_search_resumes_to_the_same_front(pareto_run, tmp_path, cut):
+    npz, out = pareto_run
+    lines = (out / "journal.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    hits = [k for k, r in enumerate(recs) if r["event"] == cut or
+            (cut == "final" and r.get("role") == "final" and r["event"] == "model_trained")]
+    k = hits[len(hits) // 2] if cut != "final" else hits[0]
+    killed = tmp_path / "killed"
+    shutil.copytree(out, killed)
+    (killed / "results.json").unlink()
+    (killed / "journal.jsonl").write_text("\n".join(lines[:k]) + "\n")   # dies before k
+    resume(killed)
+    a = json.loads((out / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    assert b["front"] == a["front"] and b["generations"] == a["generations"]
