@@ -293,3 +293,87 @@ def test_a_killed_pareto_search_resumes_to_the_same_front(pareto_run, tmp_path, 
     a = json.loads((out / "results.json").read_text())
     b = json.loads((killed / "results.json").read_text())
     assert b["front"] == a["front"] and b["generations"] == a["generations"]
+
+
+# ------------------------------------------------------------------ with the other features
+def _front(out):
+    return json.loads((out / "results.json").read_text())["front"]
+
+
+def test_halving_cuts_by_level_and_rungs_keep_distilling(tmp_path):
+    npz = str(make_tiny_npz(tmp_path / "tiny.npz"))
+    out = tmp_path / "run"
+    hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "n_steps": 1, "n_neigh": 4,
+                               "epoch_neigh": 2, "rungs": (1, 1), "eta": 2}), out)
+    st = RunDir.open(out).state()
+    rung = st.rungs[(1, 1)]
+    recs = [st.trained[m] for m in rung["kept"] + rung["cut"]]
+    assert rung["kept"] == [r["model"] for r in pareto_ranked("params")(1, recs)][:2]
+    for m in rung["kept"]:                     # the survivor's second rung, still distilled
+        first, second = st.trained[m], st.trained[m.replace("r1", "r2")]
+        assert first.get("distill") == second.get("distill")
+    assert any("distill" in st.trained[m] for m in rung["kept"] + rung["cut"])
+    assert {m["id"] for m in _front(out)} <= {m.replace("r1", "r2") for m in rung["kept"]} | {
+        MODEL0}
+
+
+def test_size_limits_hold_for_every_child(tmp_path):
+    npz = str(make_tiny_npz(tmp_path / "tiny.npz"))
+    out = tmp_path / "run"
+    free = hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "n_steps": 1}),
+                      tmp_path / "free").results
+    limit = free["model0"]["params"]          # nothing may grow past model_0
+    hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "max_params": limit}), out)
+    st = RunDir.open(out).state()
+    assert st.made and all(r["params"] <= limit for r in st.made.values())
+    assert all(m["params"] <= limit for m in _front(out))
+
+
+def test_a_budget_stops_between_generations_and_the_front_is_finished(tmp_path, monkeypatch):
+    from morphclimb import forecast, nash
+    npz = str(make_tiny_npz(tmp_path / "tiny.npz"))
+    late = {"on": False}
+    real = nash.Climber.clock
+    monkeypatch.setattr(nash.Climber, "clock",
+                        lambda self: real(self) + (1e6 if late["on"] else 0.0))
+
+    class OneSecond:                            # every training predicted to take 1 s
+        def seconds(self, mflops, passes):
+            return 1.0
+
+    monkeypatch.setattr(forecast, "time_model", lambda climber: OneSecond())
+
+    def after_step_1(e):
+        if e["event"] == "step_decided":
+            late["on"] = True
+
+    out = tmp_path / "run"
+    hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "time_budget": 3600}), out,
+               callback=after_step_1)
+    st = RunDir.open(out).state()
+    assert st.stopped["step"] == 2 and list(st.decided) == [1]
+    front = st.kept(1)
+    assert {m["id"] for m in _front(out)} == set(front)
+    assert all(any(r.get("role") == "final" and r["parent"] == m for r in st.trained.values())
+               for m in front)
+    # what the budget planned for after the climb: a final training per member
+    assert st.stopped["predicted"] == {"step 2": 3.0, "final": float(len(front))}
+    assert len(front) > 1
+
+
+def test_the_local_executor_finds_the_same_front(pareto_run, tmp_path):
+    npz, out = pareto_run
+    hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "executor": "local", "workers": 2}),
+               tmp_path / "local")
+    assert _front(tmp_path / "local") == _front(out)
+
+
+def test_a_pareto_search_can_start_from_a_run(pareto_run, tmp_path):
+    npz, out = pareto_run
+    new = tmp_path / "again"
+    hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "start": str(out), "n_steps": 1}),
+               new)
+    st = RunDir.open(new).state()
+    assert st.started["start"]["model"] == FINAL
+    assert RunDir.open(new).load_arch(MODEL0).to_dict() == \
+        RunDir.open(out).load_arch(FINAL).to_dict()
