@@ -33,6 +33,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    "paper's model_0")
     p.add_argument("--start-weights", metavar="SAFETENSORS", help="weights for --start "
                    "ARCH_JSON (without them it starts from fresh weights, pretrained)")
+    p.add_argument("--start-member", metavar="ID", help="with --start RUN_DIR: start from "
+                   "that run's front member ID (its final training when it had one, else its "
+                   "search-time weights) or from any model ID of the run (config key "
+                   "start_model)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<time>-s<seed>)")
     p.add_argument("--tensorboard", action="store_true",
                    help="log training curves to RUN_DIR/tensorboard (needs "
@@ -72,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     _exec_args(p)
     p = sub.add_parser("retrain", help="retrain the found architecture from scratch (Table 2)")
     p.add_argument("run_dir")
+    p.add_argument("--member", metavar="ID", help="a Pareto search's front member: retrain its "
+                   "architecture instead, for as many epochs as its final training had (model "
+                   "retrain-ID; retrain for the most accurate member)")
     _exec_args(p)
     p = sub.add_parser("ensemble", help="snapshot ensemble of one run, or across several runs")
     p.add_argument("run_dirs", nargs="+")
@@ -85,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
                        "does not).")
     p.add_argument("run_dir")
     p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--member", metavar="ID", help=MEMBER_HELP)
     p.add_argument("--part", choices=["test", "val", "train"], help="part of the run's own "
                    "dataset (default test)")
     p.add_argument("--data", metavar="FOLDER", help="score a labelled folder tree of new images "
@@ -107,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--member", metavar="ID", help=MEMBER_HELP[:-1] + " or --ensemble)")
     p.add_argument("--ensemble", choices=["snapshot"], help="average the snapshot ensemble's "
                    "members instead of one model")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
@@ -123,6 +132,8 @@ def parser() -> argparse.ArgumentParser:
 
 MODEL_HELP = ("model id in the run (default: the run's model: final, or retrain with "
               "final_model=retrain)")
+MEMBER_HELP = ("a Pareto search's front member (`show` lists them): its final training, "
+               "final or final-ID (not with --model)")
 
 
 def _resume_keys() -> list[str]:
@@ -140,7 +151,8 @@ def cmd_search(args) -> int:
     from .config import resolve
     overrides = _exec_overrides(args)
     for key, attr in (("dataset", "dataset"), ("data_root", "data_root"), ("seed", "seed"),
-                      ("start", "start"), ("start_weights", "start_weights")):
+                      ("start", "start"), ("start_weights", "start_weights"),
+                      ("start_model", "start_member")):
         if getattr(args, attr) is not None:
             overrides[key] = getattr(args, attr)
     if args.tensorboard:
@@ -191,14 +203,22 @@ def _print_result(r: dict) -> None:
         e = r["snapshot_ensemble"]
         print(f"snapshot ensemble ({len(e['members'])} models): test error "
               f"{e['test_error']:.2f}%, {e['params']:,} parameters")
+    if r.get("strategy") == "pareto":
+        print(f"Pareto front: {len(r['front'])} members ({r['objective']}); `morphclimb show "
+              f"{r['run_dir']}` lists them, --member ID picks one")
 
 
 def cmd_extra(args, what: str) -> int:
     from .cli_progress import Progress
     from .commands import run_extra
     prog = Progress(args.quiet)
-    r = run_extra(args.run_dir, what, _exec_overrides(args), prog)
+    member = getattr(args, "member", None)
+    r = run_extra(args.run_dir, what, _exec_overrides(args), prog, member=member)
     _print_result(r)
+    done = next((m.get("retrain") for m in r.get("front") or [] if m["id"] == member), None)
+    if done:
+        print(f"front member {member}'s architecture retrained from scratch "
+              f"({done['model']}): test error {done['test_error']:.2f}%")
     return 0
 
 
@@ -232,7 +252,9 @@ def cmd_ensemble(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .commands import evaluate_run
-    r = evaluate_run(args.run_dir, args.model, args.part, args.device, data=args.data)
+    from .members import pick
+    r = evaluate_run(args.run_dir, pick(args.run_dir, args.model, args.member), args.part,
+                     args.device, data=args.data)
     print(f"{r['model']} on {r['on']} ({r['n']} images): accuracy {100 * r['accuracy']:.2f}%, "
           f"error {100 * (1 - r['accuracy']):.2f}%, loss {r['loss']:.4f}")
     return 0
@@ -248,11 +270,13 @@ def cmd_show(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .members import pick
     from .predict import check_out, check_top, predict, write
     check_top(args.top)
+    model = pick(args.run_dir, args.model, args.member, args.ensemble)
     if args.out:
         check_out(args.out, args.run_dir, args.force)
-    pred = predict(args.run_dir, args.images, model=args.model, ensemble=args.ensemble,
+    pred = predict(args.run_dir, args.images, model=model, ensemble=args.ensemble,
                    device=args.device)
     for name, top in zip(pred.images, pred.top(args.top), strict=True):
         print(f"{name}: " + ", ".join(f"{c} {p:.4f}" for c, p in top))

@@ -12,18 +12,23 @@ from .journal import RunDir
 from .results import collect_results, reference_line
 
 
-def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None) -> dict:
-    """Retrain from scratch ('retrain') or build the snapshot ensemble ('ensemble') of a run."""
+def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None,
+              member: str | None = None) -> dict:
+    """Retrain from scratch ('retrain') or build the snapshot ensemble ('ensemble') of a run;
+    `member`: retrain that front member's architecture (a Pareto search's)."""
     from .followups import run_retrain, run_snapshot_ensemble
     from .nash import attach
     run = RunDir.open(run_dir)
     if run.state().finished is None:
         raise RunDirError(f"{run_dir} has not finished; `morphclimb resume {run_dir}` first")
+    if member is not None:
+        from .members import check_member
+        check_member(run, member)    # before the dataset is loaded
     cb = progress.event if progress else None
     ep = progress.epoch if progress else None
     with attach(run_dir, overrides, cb, ep) as climber:
         if what == "retrain":
-            run_retrain(climber)
+            run_retrain(climber, member)
         else:
             run_snapshot_ensemble(climber)
     return collect_results(run)
@@ -101,6 +106,7 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
     start = climb.get("start") or {}
     if start.get("kind") not in (None, "model0"):
         lines.append(f"started from {start.get('source') or start.get('name')}"
+                     + (f" (front member {start['member']})" if start.get("member") else "")
                      + (f" (model {start['model']})" if start.get("model") else ""))
     if climb.get("stopped"):
         lines.append(f"climb stopped after {climb['steps_run']} of {climb['n_steps']} steps: "
@@ -115,6 +121,9 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
         lines.append(f"step {s['step']}: {'moved to' if s['changed'] else 'kept'} {s['best']} "
                      f"(val acc {100 * s['val_accuracy']:.2f}%, {s['params']:,} params; "
                      f"{len(ok)}/{len(s['children'])} children trained)")
+    if r.get("strategy") == "pareto":
+        from .members import front_text
+        lines += ["", *front_text(r), ""]
     final = r.get("final")
     if final is None:
         lines.append("not finished: resume it with `morphclimb resume " + str(run.path) + "`")

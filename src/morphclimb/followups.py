@@ -16,8 +16,24 @@ def run_baseline(climber) -> dict:
                              eval_part="test", role="baseline")
 
 
-def run_retrain(climber) -> dict:
-    """The found architecture trained from fresh weights for as many epochs as the winner got."""
+def run_retrain(climber, member: str | None = None) -> dict:
+    """The found architecture trained from fresh weights for as many epochs as the winner got.
+
+    With `member` (a Pareto search's front member): that member's architecture, for as many
+    epochs as its final training's lineage (its own plus epoch_final when it had none), as
+    members.retrain_id names it (`retrain` for the member behind the run's `final`)."""
+    if member is not None:
+        from .members import retrain_id
+        from .pareto import member_final
+        state = climber.state
+        mid = retrain_id(state, member)
+        if mid != RETRAIN:
+            done = state.trained.get(member_final(state, member) or "")
+            epochs = (done or {}).get("lineage") or (
+                state.trained[member].get("lineage", 0) + climber.c.epoch_final)
+            return climber.train_one(mid, climber.run.load_arch(member), None, epochs,
+                                     part="train_full", eval_part="test", role="retrain",
+                                     parent=member)
     final = climber.state.trained[FINAL]
     arch = climber.run.load_arch(final["model"])
     epochs = final.get("lineage", climber.c.total_epochs)

@@ -259,6 +259,10 @@ def _run_section(info: RunInfo, out: Path, prefix: str, files: list[Path]) -> st
              fig(children_figure(info.state), "children",
                  "Each step's children: validation accuracy against parameter count; the star "
                  "is the model the step moved to (the square is the incumbent).")]
+    if c.get("strategy") == "pareto":
+        from .front_view import CAPTION, front_figure, front_table
+        parts.append('<div class="archs">' + fig(front_figure(info.results), "front", CAPTION)
+                     + table_html(Table(*front_table(info.results))) + "</div>")
     archs = []
     best = info.results["steps"][-1]["best"] if info.results["steps"] else None
     for mid, label in ((MODEL0, f"starting network {MODEL0}"),

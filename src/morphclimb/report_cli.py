@@ -17,10 +17,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's final model or snapshot ensemble and print where it went."""
     from .export import INPUT, OUTPUT, export_run
-    path = export_run(args.run_dir, args.format, model=args.model, ensemble=args.ensemble,
+    from .members import pick
+    model = pick(args.run_dir, args.model, args.member, args.ensemble)
+    path = export_run(args.run_dir, args.format, model=model, ensemble=args.ensemble,
                       out=args.out, force=args.force)
     what = (f"{args.ensemble} ensemble" if args.ensemble else
-            f"model {args.model}" if args.model else "the run's model")
+            f"model {model} (front member {args.member})" if args.member else
+            f"model {model}" if model else "the run's model")
     print(f"exported {what} of {args.run_dir} as {args.format} to {path} "
           f"(input: {INPUT}; output: {OUTPUT})")
     return 0
@@ -46,6 +49,8 @@ def add_commands(sub) -> None:
                    help="the output format (onnx needs pip install 'morphclimb[export]')")
     p.add_argument("--model", help="model id in the run (default: the run's model, final; retrain with "
                    "final_model=retrain)")
+    p.add_argument("--member", metavar="ID", help="a Pareto search's front member (`show` lists "
+                   "them): its final training, final or final-ID (not with --model or --ensemble)")
     p.add_argument("--ensemble", choices=["snapshot"], help="export the snapshot ensemble "
                    "(probabilities averaged over its members) instead of one model")
     p.add_argument("--out", help="output file (a folder for safetensors; default "

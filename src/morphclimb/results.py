@@ -88,6 +88,12 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     if cfg.get("strategy") == "pareto":
         from .pareto import front_results
         out.update(front_results(st, cfg.get("objective", "params")))
+        from .members import retrain_id
+        for m in out["front"]:        # a member's architecture retrained (retrain --member)
+            rid = retrain_id(st, m["id"])
+            if rid in trained:
+                m["retrain"] = {"model": rid,
+                                "test_error": _pct(trained[rid].get("test_accuracy"))}
     if write:
         run.write_results(out)
     return out

@@ -19,7 +19,9 @@ def load_start(c, split) -> tuple[Arch, dict[str, torch.Tensor] | None, dict[str
     """The starting network of config `c` on `split`: (arch, weights or None, where from).
 
     `c.start` None: the paper's model_0 (weights None: trained from scratch). A run directory:
-    its final network (its current best if it has not finished), with weights. A JSON file:
+    its final network (its current best if it has not finished), with weights; with
+    `c.start_model`, that model of the run, or that front member's final training when it had
+    one (members.start_model). A JSON file:
     that architecture, with `c.start_weights` (a safetensors file) or fresh weights. A start
 point's name from zoo.py (resnet20, ...): that network for the data's images and classes,
 fresh weights unless `c.start_weights`. The
@@ -36,11 +38,20 @@ fresh weights unless `c.start_weights`. The
                               "brings its own weights")
         run = RunDir.open(p)
         st = run.state()
-        best = st.trained.get(FINAL) or st.best()
-        if best is None:
-            raise RunDirError(f"start: {p} has no trained model yet")
-        arch, w = run.load_model(best["model"])
-        info = {"kind": "run", "source": str(p), "model": best["model"]}
+        if c.start_model is not None:
+            from .members import start_model
+            model = start_model(run, st, c.start_model)
+        else:
+            best = st.trained.get(FINAL) or st.best()
+            if best is None:
+                raise RunDirError(f"start: {p} has no trained model yet")
+            model = best["model"]
+        arch, w = run.load_model(model)
+        info = {"kind": "run", "source": str(p), "model": model,
+                **({"member": c.start_model} if c.start_model not in (None, model) else {})}
+    elif c.start_model is not None:
+        raise ConfigError(f"start_model picks a model of a run directory start; {p} is not a "
+                          "run directory")
     elif p.is_file():
         arch = read_arch_file(p)
         w = None
