@@ -377,3 +377,23 @@ def test_a_pareto_search_can_start_from_a_run(pareto_run, tmp_path):
     assert st.started["start"]["model"] == FINAL
     assert RunDir.open(new).load_arch(MODEL0).to_dict() == \
         RunDir.open(out).load_arch(FINAL).to_dict()
+
+
+def test_vanished_member_checkpoints_are_trained_again(pareto_run, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    _, out = pareto_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / ".lock").unlink(missing_ok=True)
+    other = next(m for m in _front(out) if m["model"] not in (None, FINAL))
+    gone = [other["model"], other["id"]]        # a member's final and the model it came from
+    for m in gone:
+        shutil.rmtree(run / "models" / m)
+    resume(run)
+    restored = {r["model"]: r for r in RunDir.open(run).records("model_restored")}
+    assert set(restored) == set(gone) and all(r["matches"] for r in restored.values())
+    for m in gone:
+        a = load_file(str(out / "models" / m / "weights.safetensors"))
+        b = load_file(str(run / "models" / m / "weights.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), m

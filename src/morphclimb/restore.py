@@ -122,12 +122,13 @@ def initial_task(climber, model_id: str):
 
 def restore(climber, model_id: str) -> dict:
     """Train `model_id` again and save its checkpoint (journaled as model_restored); returns
-    that record. The final model is trained by the climber's own `finish`."""
+    that record. A final model (the run's, or a Pareto front member's final-<member>) is
+    trained by the climber's own `finish`."""
     with as_first_trained(climber, model_id):
-        if model_id == FINAL:
-            final = climber.state.trained[FINAL]
+        final = climber.state.trained.get(model_id, {})
+        if model_id == FINAL or (final.get("role") == "final" and "parent" in final):
             climber.ensure(final["parent"])   # finish reads the winner's weights
-            climber.finish(climber.state.trained[final["parent"]])
+            climber.finish(climber.state.trained[final["parent"]], model_id)
         else:
             climber.train_all([initial_task(climber, model_id)])
     error = climber.redo_errors.pop(model_id, None)
