@@ -150,3 +150,17 @@ def test_reference_plan_is_kept_on_resume(tiny_npz, tmp_path, monkeypatch):
     monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.0001)  # now faster
     res = resume(tmp_path / "run").results
     assert res["reference"]["epochs"] == planned["epochs"]
+
+
+@pytest.mark.parametrize("kw, until", [(dict(final_model="retrain"), "retrain"),
+                                       (dict(retrain=True), "final")])
+def test_the_reference_matches_the_time_until_the_answer(tiny_npz, tmp_path, monkeypatch, kw,
+                                                         until):
+    """Where the retrained network is the answer, its retraining is part of the search's
+    time; where it is only a comparison, it is not."""
+    monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.002)
+    cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "reference": "auto", "n_steps": 1, **kw})
+    hill_climb(cfg, tmp_path / "run")
+    st = RunDir.open(tmp_path / "run").state()
+    assert st.trained["retrain"]["clock"] > st.trained["final"]["clock"]
+    assert st.reference_plan["matched_seconds"] == st.trained[until]["clock"]

@@ -71,8 +71,8 @@ def reference_epochs(seconds: float, per_image: float, n_train: int, n_eval: int
 def reference_plan(climber) -> dict:
     """The reference network and its epochs, journaled once (a resumed run keeps the plan).
 
-    The wall time to match is the search's (its clock at the final model's record: climb and
-    final training). The epochs are as many as fit in it at the reference's training speed,
+    The wall time to match is the search's up to its answer (`answer_clock`: climb, final
+    training(s) and, where the retrained network is the answer, its retraining). The epochs are as many as fit in it at the reference's training speed,
     measured here on a few batches; the network is `reference`, or with "auto" the CIFAR
     ResNet closest to the answer's parameter count.
     """
@@ -88,7 +88,7 @@ def reference_plan(climber) -> dict:
         name = closest(final["params"], channels=split.channels, classes=split.num_classes,
                        size=split.image_size)
     arch = zoo_arch(name, split.channels, split.num_classes, split.image_size)
-    seconds = float(final.get("clock") or 0.0)
+    seconds = answer_clock(climber)
     config = climber.task(REFERENCE, arch, None, 1).config    # the search's training settings
     per_image = seconds_per_image(arch, split.train_full, config, split.mean, split.std,
                                   resolve_device(c.device))
@@ -96,6 +96,17 @@ def reference_plan(climber) -> dict:
     return climber.log({"event": Event.REFERENCE_PLANNED, "start_point": name,
                         "epochs": epochs, "matched_seconds": seconds,
                         "seconds_per_image": per_image})
+
+
+def answer_clock(climber) -> float:
+    """The search's wall time up to its answer: its clock at the last of its final trainings
+    (a Pareto search's members too) or, where the run hands out its architecture retrained
+    from scratch (final_model), at that retraining."""
+    st = climber.state
+    ids = [m for m, r in st.trained.items() if r.get("role") == "final"]
+    if RETRAIN in st.trained and st.chosen_model(climber.c.to_dict()) == RETRAIN:
+        ids.append(RETRAIN)
+    return max(float(st.trained[m].get("clock") or 0.0) for m in ids)
 
 
 def run_reference(climber) -> dict:

@@ -463,7 +463,13 @@ class Climber:
         Under a time budget a job that is predicted not to fit in what is left is skipped;
         returns the skipped jobs with the reason (journaled with run_finished).
         """
-        from .followups import run_baseline, run_reference, run_retrain, run_snapshot_ensemble
+        from .followups import (
+            answer_clock,
+            run_baseline,
+            run_reference,
+            run_retrain,
+            run_snapshot_ensemble,
+        )
         jobs = [("baseline", self.c.baseline, BASELINE in self.state.trained, run_baseline),
                 ("retrain", self.c.retrain or retrain_is_answer(
                     self.c.final_model, self.c.epoch_final, final.get("lineage", 0)),
@@ -481,7 +487,7 @@ class Climber:
                 cost = after_climb_costs(self, time_model(self), best,
                                          len(self.state.decided)).get(name, 0.0)
                 if name == "reference":      # as long as the search: planned for only if
-                    cost = final.get("clock", 0.0)   # it fits after the rest (not the climb)
+                    cost = answer_clock(self)   # it fits after the rest
                 left = self.c.time_budget - self.clock()
                 if cost > left:
                     skipped[name] = (f"time budget: needs ~{cost:.0f}s, "
