@@ -397,3 +397,30 @@ def test_vanished_member_checkpoints_are_trained_again(pareto_run, tmp_path):
         a = load_file(str(out / "models" / m / "weights.safetensors"))
         b = load_file(str(run / "models" / m / "weights.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), m
+
+
+def test_progress_and_show_speak_of_the_front(pareto_run):
+    import io
+
+    from morphclimb.cli_progress import Progress
+    from morphclimb.commands import show_run
+    _, out = pareto_run
+    buf = io.StringIO()
+    p = Progress(stream=buf, tty=False)
+    p.n_steps = 2
+    for r in RunDir.open(out).records():
+        if r["event"] in ("step_decided", "model_trained"):
+            p.event(r)
+        if r["event"] == "model_trained" and r.get("role") == "child":
+            p.event({**r, "event": "train_start"})
+    text = buf.getvalue()
+    st = RunDir.open(out).state()
+    d = st.decided[2]
+    assert (f"step 2: front of {len(d['kept'])}, the most accurate {d['best']} (val acc "
+            f"{100 * d['val_accuracy']:.2f}%") in text
+    child = next(r for r in st.trained.values() if r.get("role") == "child")
+    assert (f"child {child['child']} of {PARETO['n_draw']} drawn ({child['model']}, from "
+            f"{child['parent']})") in text
+    shown = show_run(out)
+    assert f"step 2: front of {len(d['kept'])}, the most accurate {d['best']}" in shown
+    assert "moved to" not in shown and "a Pareto search: the front's most accurate" in shown

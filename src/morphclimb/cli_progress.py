@@ -37,6 +37,9 @@ class Progress:
 
     def _label(self, e: dict[str, Any]) -> str:
         role = e.get("role", "")
+        if role == "child" and "drawn" in e:   # a Pareto search: n_neigh of `drawn` train
+            return (f"step {e['step']}/{self.n_steps} child {e['child']} of {e['drawn']} drawn "
+                    f"({e['model']}, from {e['parent']})")
         if role in ("child", "incumbent"):
             return (f"step {e['step']}/{self.n_steps} child {e['child']}/{e.get('n_neigh', '?')}"
                     f" ({e['model']}{', current best' if role == 'incumbent' else ''})")
@@ -92,6 +95,10 @@ class Progress:
             self.line(f"step {e['step']} child {e['child']}: drawn again ({e['reason']})")
         elif kind is Event.CLIMB_STOPPED:
             self.line(f"climb stopped before step {e['step']}: {e['reason']}")
+        elif kind is Event.STEP_DECIDED and e.get("strategy") == "pareto":
+            self.line(f"step {e['step']}: front of {len(e['kept'])}, the most accurate "
+                      f"{e['best']} (val acc {100 * e['val_accuracy']:.2f}%, "
+                      f"{e['params']:,} params)")
         elif kind is Event.STEP_DECIDED:
             kept = "kept" if self.state.kept_incumbent(e["step"]) else "moved to"
             self.line(f"step {e['step']}: {kept} {e['best']} (val acc "

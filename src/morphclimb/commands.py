@@ -116,9 +116,12 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
     if "model0" in r:
         lines.append(f"model_0: val acc {100 * r['model0']['val_accuracy']:.2f}%, "
                      f"{r['model0']['params']:,} params")
+    sizes = {g["step"]: len(g["front"]) for g in r.get("generations", ())}
     for s in r["steps"]:
         ok = [ch for ch in s["children"] if ch["val_accuracy"] is not None]
-        lines.append(f"step {s['step']}: {'moved to' if s['changed'] else 'kept'} {s['best']} "
+        did = (f"front of {sizes[s['step']]}, the most accurate" if s["step"] in sizes else
+               "moved to" if s["changed"] else "kept")
+        lines.append(f"step {s['step']}: {did} {s['best']} "
                      f"(val acc {100 * s['val_accuracy']:.2f}%, {s['params']:,} params; "
                      f"{len(ok)}/{len(s['children'])} children trained)")
     if r.get("strategy") == "pareto":

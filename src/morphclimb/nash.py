@@ -294,7 +294,9 @@ class Climber:
             par = self.state.trained[pid] if pid in self.state.trained else drawn
             parent_arch, parent_w = parent_model(par)
             meta = dict(role="child", step=i, child=j, n_neigh=self.c.n_neigh,
-                        parent=par["model"], lineage=par.get("lineage", 0))
+                        parent=par["model"], lineage=par.get("lineage", 0),
+                        **({"drawn": propose.n_children} if self.c.strategy == "pareto"
+                           else {}))
             if cid in self.state.trained:
                 taken.setdefault(_key(self.load_arch(cid)), cid)
                 tasks.append(self.task(cid, parent_arch, None, 0))
@@ -393,6 +395,7 @@ class Climber:
         winner = kept[0]
         self.log({"event": Event.STEP_DECIDED, "step": i, "best": winner["model"],
                   "kept": [r["model"] for r in kept],
+                  **({"strategy": "pareto"} if self.c.strategy == "pareto" else {}),
                   "previous": best["model"], "val_accuracy": winner["val_accuracy"],
                   "params": winner["params"],
                   "candidates": [r["model"] for r in recs] + list(cut)})

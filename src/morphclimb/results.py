@@ -103,6 +103,9 @@ def answer_why(cfg: dict[str, Any], trained: dict[str, Any], model: str,
                skipped: dict[str, str]) -> str:
     """Why the run's answer is the model it is (final_model and, for auto, its rule)."""
     fm = cfg.get("final_model", "search")
+    if cfg.get("strategy") == "pareto":
+        return ("a Pareto search: the front's most accurate member trained on train + "
+                "validation; the others by --member ID")
     if fm == "search":
         return "final_model=search: the search's own final model (the paper's procedure)"
     if fm == "retrain":
