@@ -42,7 +42,7 @@ from .forecast import after_climb_costs, time_model
 from .halving import halving
 from .journal import RunDir
 from .morphisms import APPROXIMATE, apply_random_morphisms
-from .rules import Rules, nash_rules, ranked
+from .rules import Halving, Rules, nash_rules, ranked
 from .seeds import derive_seed
 from .spec import Arch
 from .startpoint import load_start
@@ -520,10 +520,14 @@ MAX_DRAWS = 50   # draws of morphisms per child before it is given up
 
 def rules_for(c: SearchConfig) -> Rules:
     """The rules of the config's strategy: NASH's hill climbing or the Pareto search's."""
-    if c.strategy == "pareto":
-        from .pareto import pareto_rules
-        return pareto_rules(c)
-    return nash_rules(c)
+    if c.strategy != "pareto":
+        return nash_rules(c)
+    from .pareto import KeepFront, Sparse, pareto_ranked
+    nash = nash_rules(c)   # the same stoppers (n_steps, the time budget)
+    pruner = (Halving(tuple(c.rungs), c.eta, rank=pareto_ranked(c.objective))
+              if c.rungs else None)
+    return Rules(Sparse(c.n_neigh, c.n_draw or 4 * c.n_neigh, c.objective, c.seed),
+                 KeepFront(c.objective), pruner, nash.stoppers)
 
 
 def _key(arch: Arch) -> str:

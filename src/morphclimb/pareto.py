@@ -6,19 +6,22 @@ draws `n_draw` children, each from a parent sampled from the front inversely to 
 density of the front's sizes, trains the `n_neigh` of them sampled the same way (where the
 front is sparse, more likely), cut early by successive halving when configured (ranked by
 non-dominated level, then validation error), and keeps the new front. Children of approximate
-morphisms learn from their parent (distillation, worker.Teacher). front.py does the arithmetic.
+morphisms learn from their parent (distillation, worker.Teacher). front.py does the arithmetic;
+nash.rules_for assembles these rules with the stoppers and the pruner of rules.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .events import FINAL, MODEL0, Event
 from .front import inverse_density_weights, levels, nondominated, sample, spread
-from .rules import Halving, Record, Rules, StepLimit, TimeBudget
 from .seeds import derive_seed
+
+Record = dict[str, Any]   # a journal record (model_trained, child_made)
 
 
 def size(rec: Record, objective: str) -> float:
@@ -106,17 +109,6 @@ class KeepFront:
     def select(self, step: int, recs: list[Record], previous: list[Record] = ()
                ) -> list[Record]:
         return front_of(list(previous) + list(recs), self.objective)
-
-
-def pareto_rules(c) -> Rules:
-    """A Pareto search's rules for search config `c` (strategy "pareto")."""
-    stoppers = [StepLimit(c.n_steps)]
-    if c.time_budget is not None:
-        stoppers.append(TimeBudget(c.time_budget))
-    pruner = (Halving(tuple(c.rungs), c.eta, rank=pareto_ranked(c.objective))
-              if c.rungs else None)
-    return Rules(Sparse(c.n_neigh, c.n_draw or 4 * c.n_neigh, c.objective, c.seed),
-                 KeepFront(c.objective), pruner, tuple(stoppers))
 
 
 # ------------------------------------------------------------------ the front a run hands out
