@@ -395,7 +395,8 @@ class Climber:
         winner = kept[0]
         self.log({"event": Event.STEP_DECIDED, "step": i, "best": winner["model"],
                   "kept": [r["model"] for r in kept],
-                  **({"strategy": "pareto"} if self.c.strategy == "pareto" else {}),
+                  **({"strategy": tag} if (tag := getattr(self.rules.selector, "strategy",
+                                                          None)) else {}),
                   "previous": best["model"], "val_accuracy": winner["val_accuracy"],
                   "params": winner["params"],
                   "candidates": [r["model"] for r in recs] + list(cut)})

@@ -105,6 +105,7 @@ class KeepFront:
     """Keep the non-dominated set of the front so far and the step's trained candidates."""
 
     objective: str
+    strategy = "pareto"     # named in step_decided records (readers speak of a front)
 
     def select(self, step: int, recs: list[Record], previous: list[Record] = ()
                ) -> list[Record]:
