@@ -60,6 +60,8 @@ def test_hypervolume_by_hand():
     assert F.hypervolume([(1, 2), (2, 1)], (3, 3)) == 3
     assert F.hypervolume([(1, 2), (2, 1), (2.5, 2.5)], (3, 3)) == 3   # a dominated point
     assert F.hypervolume([(4, 1)], (3, 3)) == 0                        # beyond the reference
+    assert F.hypervolume([(1, 2), (3, 1)], (5, 10)) == 4 * 8 + 2 * 1   # not a square
+    assert F.hypervolume([(6, 1)], (5, 10)) == 0 == F.hypervolume([(1, 11)], (5, 10))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -82,6 +84,10 @@ def test_density_is_a_gaussian_kde_in_log_size():
     assert F.density(members, [x])[0] == pytest.approx(want)
     grid = np.linspace(-10, 30, 40001)         # integrates to 1 over log size
     assert np.trapezoid(F.density(members, np.exp(grid)), grid) == pytest.approx(1, abs=1e-6)
+    two = [100.0, 1000.0]                       # two members: Scott's rule already
+    h2 = 1.06 * np.log(two).std(ddof=1) * 2 ** -0.2
+    assert F.density(two, [100.0])[0] == pytest.approx(
+        (1 + math.exp(-0.5 * (math.log(10) / h2) ** 2)) / (2 * h2 * math.sqrt(2 * math.pi)))
     one = F.density([50.0], [50.0])[0]         # one member: the bandwidth floor
     assert one == pytest.approx(1 / (F.MIN_BANDWIDTH * math.sqrt(2 * math.pi)))
 
@@ -108,6 +114,7 @@ def test_spread_takes_both_ends_and_even_steps():
     assert F.spread(sizes, 2) == [0, 3]
     assert F.spread(sizes, 3) == [0, 2, 3]
     assert F.spread(sizes, 0) == [0, 4, 1, 2, 5, 3] == F.spread(sizes, 6)
+    assert F.spread([1000.0, 10.0, 100.0], 2) == [1, 0]      # smallest first, not by index
 
 
 # ------------------------------------------------------------------ the rules
