@@ -103,6 +103,9 @@ class Progress:
             kept = "kept" if self.state.kept_incumbent(e["step"]) else "moved to"
             self.line(f"step {e['step']}: {kept} {e['best']} (val acc "
                       f"{100 * e['val_accuracy']:.2f}%, {e['params']:,} params)")
+        elif kind is Event.FINAL_PLANNED:
+            self.line(f"final training planned: {e['epochs']} epoch(s), to fill the "
+                      f"~{e.get('seconds_left', 0):.0f}s the climb left of the time budget")
         elif kind is Event.ENSEMBLE_EVALUATED:
             self.line(f"snapshot ensemble of {len(e['members'])}: test acc "
                       f"{100 * e['test_accuracy']:.2f}%")

@@ -67,6 +67,8 @@ class SearchConfig:
     final_shrink: float = 1.0         # shrink and perturb first (Ash & Adams 2020): the
     final_perturb: float = 0.0        # weights become shrink * w + perturb * fresh init
     final_lr: float | None = None     # its SGDR cycle's starting lr (None: lr_start)
+    final_share: float | None = None  # with time_budget: at least this share of the budget is
+                                      # the final training's, whose epochs fill what is left
     # training
     batch_size: int = 128
     momentum: float = 0.9
@@ -124,7 +126,7 @@ FIELDS = {f.name: f for f in fields(SearchConfig)}
 # them out while they hold them, so a NASH run's config.json and journal are byte for byte
 # what they were before the keys existed (from_dict fills them in)
 QUIET = ("approximate", "distill_weight", "distill_temperature", "strategy", "objective",
-         "n_draw", "front_final", "start_model")
+         "n_draw", "front_final", "start_model", "final_share")
 _LOWER = {k.lower(): k for k in FIELDS}   # keys are accepted in any case (n_NM: n_nm)
 _HINTS = get_type_hints(SearchConfig)
 # field -> the types its value may have (a union split into its members; a tuple kept whole)
@@ -359,6 +361,11 @@ def check(c: SearchConfig) -> None:
                                        and c.final_lr > 0):
         raise ConfigError(f"final_lr must be a finite number > 0 and >= lr_end ({c.lr_end}), "
                           f"got {c.final_lr}")
+    if c.final_share is not None:
+        if not (_finite(c.final_share) and 0 < c.final_share < 1):
+            raise ConfigError(f"final_share must be in (0, 1), got {c.final_share}")
+        if c.time_budget is None:
+            raise ConfigError("final_share needs time_budget (a share of what?)")
     if c.reference is not None and c.reference != "auto" and not is_zoo_name(c.reference):
         raise ConfigError(f"reference must be auto or a start point such as "
                           f"{', '.join(ZOO_NAMES)}, got {c.reference!r}")

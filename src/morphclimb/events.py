@@ -33,6 +33,8 @@ class Event(str, Enum):
     CLIMB_STOPPED = "climb_stopped"      # step, reason: the climb ended before n_steps
     ENSEMBLE_EVALUATED = "ensemble_evaluated"  # kind, members, test_accuracy, params
     REFERENCE_PLANNED = "reference_planned"    # start_point, epochs, matched_seconds
+    FINAL_PLANNED = "final_planned"      # epochs: the final training's, filling the budget
+                                         # (final_share), seconds_left, seconds_per_epoch
     RUN_FINISHED = "run_finished"        # model
     MODEL_RESTORED = "model_restored"    # model, checkpoint, matches: a vanished checkpoint
                                          # trained again from the journal (restore.py)
@@ -60,6 +62,7 @@ REQUIRED: dict[Event, tuple[str, ...]] = {
     Event.CLIMB_STOPPED: ("step", "reason"),
     Event.ENSEMBLE_EVALUATED: ("members", "test_accuracy", "params"),
     Event.REFERENCE_PLANNED: ("start_point", "epochs", "matched_seconds"),
+    Event.FINAL_PLANNED: ("epochs",),
     Event.RUN_FINISHED: ("model",),
     Event.MODEL_RESTORED: ("model", "checkpoint", "matches"),
 }

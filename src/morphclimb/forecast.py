@@ -36,7 +36,11 @@ def budget_allows(climber, i: int, tasks: list, best: dict, rungs=None,
         else:
             costs[f"step {i}"] = sum(model.seconds(m, image_passes(t.epochs, n_train, n_val))
                                      for m, t in zip(sizes, todo))
-    costs.update(after_climb_costs(climber, model, best, steps_done=i - 1))
+    after = after_climb_costs(climber, model, best, steps_done=i - 1)
+    if c.final_share is not None:   # the plan: the final training takes at least its share,
+        # then what the climb leaves (plan_final); the jobs after it only what the final leaves
+        after = {"final": max(after["final"], c.final_share * budget)}
+    costs.update(after)
     ok, account = fits(budget - climber.clock(), costs)
     if not ok:
         what = f"step {i}" if len(todo) == len(tasks) else f"the rest of step {i}"
@@ -52,23 +56,55 @@ def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
     c, split = climber.c, climber.split
     n_full, n_test = len(split.train_full), len(split.test)
     size = mflops(climber.load_arch(best["model"]))
-    out = {"final": model.seconds(size, image_passes(c.epoch_final, n_full, n_test))}
+    epochs = final_epochs(climber)
+    out = {"final": model.seconds(size, image_passes(epochs, n_full, n_test))}
     if c.strategy == "pareto":   # every front member that gets a final training, as it stands
         from .pareto import current_front, final_members
         front = current_front(climber.state) or [best]
         out["final"] = sum(model.seconds(mflops(climber.load_arch(m["model"])),
-                                         image_passes(c.epoch_final, n_full, n_test))
+                                         image_passes(epochs, n_full, n_test))
                            for m in final_members(front, c.front_final, c.objective))
-    lineage = best.get("lineage", 0) + c.epoch_final
+    lineage = best.get("lineage", 0) + epochs
     if c.baseline:
         m0 = mflops(climber.load_arch(MODEL0))
         out["baseline"] = model.seconds(m0, image_passes(lineage, n_full, n_test))
-    if c.retrain or retrain_is_answer(c.final_model, c.epoch_final, lineage):
+    if c.retrain or retrain_is_answer(c.final_model, epochs, lineage):
         out["retrain"] = model.seconds(size, image_passes(lineage, n_full, n_test))
     if c.snapshot_ensemble and steps_done > 1:
         out["snapshots"] = (steps_done - 1) * model.seconds(
             size, image_passes(c.epoch_final, n_full, n_test))
     return out
+
+
+def final_epochs(climber) -> int:
+    """The epochs of the final training(s): the plan's (final_share), else epoch_final."""
+    plan = climber.state.final_plan
+    return int(plan["epochs"]) if plan is not None else climber.c.epoch_final
+
+
+def plan_final(climber, members: list[dict]) -> dict:
+    """With final_share: the final training's epochs, as many as fit in what the climb left
+    of the time budget at the speed measured so far (at least epoch_final), for `members`
+    (NASH: the winner; a Pareto search: the front members that get one). Journaled once
+    (final_planned), so a resumed run keeps the plan."""
+    st, c, split = climber.state, climber.c, climber.split
+    if st.final_plan is not None:
+        return st.final_plan
+    model = time_model(climber)
+    n_full, n_test = len(split.train_full), len(split.test)
+    sizes = [mflops(climber.load_arch(m["model"])) for m in members]
+
+    def cost(epochs: int) -> float:
+        return sum(model.seconds(m, image_passes(epochs, n_full, n_test)) for m in sizes)
+
+    left = c.time_budget - climber.clock()
+    per_epoch = cost(1) - cost(0)
+    epochs = c.epoch_final
+    if per_epoch > 0:
+        epochs = max(epochs, int((left - cost(0)) // per_epoch))
+    return climber.log({"event": Event.FINAL_PLANNED, "epochs": epochs,
+                        "seconds_left": round(left, 3), "seconds_per_epoch": per_epoch,
+                        "members": [m["model"] for m in members]})
 
 
 def time_model(climber) -> TimeModel:

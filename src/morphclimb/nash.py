@@ -38,7 +38,7 @@ from .events import (
     incumbent_id,
 )
 from .executors import make_executor
-from .forecast import after_climb_costs, time_model
+from .forecast import after_climb_costs, final_epochs, plan_final, time_model
 from .halving import halving
 from .journal import RunDir
 from .morphisms import APPROXIMATE, apply_random_morphisms
@@ -405,7 +405,7 @@ class Climber:
     def finish(self, best: dict, model_id: str = FINAL) -> dict:
         """Final training on train + validation, then the one evaluation on the test set."""
         arch, w = self.run.load_model(best["model"])
-        task = self.task(model_id, arch, final_weights(self.c, arch, w), self.c.epoch_final,
+        task = self.task(model_id, arch, final_weights(self.c, arch, w), final_epochs(self),
                          part="train_full", eval_part="test", role="final",
                          parent=best["model"], lineage=best.get("lineage", 0))
         if self.c.final_lr is not None:
@@ -433,16 +433,26 @@ class Climber:
             if self.c.keep_weights == "best":
                 self.drop_losers(i)
             i += 1
+        if self.c.final_share is not None and FINAL not in self.state.trained:
+            plan_final(self, self.to_finish(kept))
         final = self.final(best)
         if self.c.strategy == "pareto":
             self.finish_front(kept)
         return final
 
+    def to_finish(self, kept: list[dict]) -> list[dict]:
+        """The models that get a final training: NASH's winner, or a Pareto search's front
+        members (front_final), the most accurate first."""
+        if self.c.strategy != "pareto":
+            return kept[:1]
+        from .pareto import final_members
+        return final_members(kept, self.c.front_final, self.c.objective)
+
     def finish_front(self, front: list[dict]) -> None:
         """A Pareto search's final trainings of the front members that get one (front_final;
         the most accurate, the run's `final`, is trained first, by `final`)."""
-        from .pareto import final_members, member_model
-        for m in final_members(front, self.c.front_final, self.c.objective)[1:]:
+        from .pareto import member_model
+        for m in self.to_finish(front)[1:]:
             mid = member_model(m["model"], front[0]["model"])
             if mid in self.state.trained:
                 self.ensure(mid)
@@ -476,7 +486,7 @@ class Climber:
         )
         jobs = [("baseline", self.c.baseline, BASELINE in self.state.trained, run_baseline),
                 ("retrain", self.c.retrain or retrain_is_answer(
-                    self.c.final_model, self.c.epoch_final, final.get("lineage", 0)),
+                    self.c.final_model, final["epochs"], final.get("lineage", 0)),
                  RETRAIN in self.state.trained, run_retrain),
                 ("snapshots", self.c.snapshot_ensemble, self.state.ensemble() is not None,
                  run_snapshot_ensemble),

@@ -113,7 +113,8 @@ def answer_why(cfg: dict[str, Any], trained: dict[str, Any], model: str,
                 if model == RETRAIN else "final_model=retrain, but the retraining has not run"
                 + (f" ({skipped['retrain']})" if "retrain" in skipped else ""))
     lineage = (trained.get(FINAL) or {}).get("lineage", 0)
-    share = cfg.get("epoch_final", 0) / lineage if lineage else 0.0
+    epochs = (trained.get(FINAL) or {}).get("epochs", cfg.get("epoch_final", 0))
+    share = epochs / lineage if lineage else 0.0
     rule = (f"the final training is {100 * share:.0f}% of the answer's {lineage} epochs "
             f"(the rule: retrain below {100 * AUTO_RETRAIN_BELOW:.0f}%, where retraining "
             f"measured several points better; BENCHMARKS.md)")

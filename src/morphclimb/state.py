@@ -35,6 +35,7 @@ class RunState:
     finished: Record | None = None                     # run_finished
     restored: dict[str, Record] = field(default_factory=dict)   # model -> model_restored
     reference_plan: Record | None = None               # reference_planned
+    final_plan: Record | None = None                   # final_planned
     resumes: int = 0
     clock: float = 0.0                                 # latest search clock seen
 
@@ -86,6 +87,8 @@ class RunState:
             self.restored[r["model"]] = r
         elif e is Event.REFERENCE_PLANNED:
             self.reference_plan = r
+        elif e is Event.FINAL_PLANNED:
+            self.final_plan = r
 
     # ------------------------------------------------------------------ questions
     def config(self, base: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +132,8 @@ class RunState:
         "auto" where the rule says so (config.retrain_is_answer)."""
         final = self.trained.get(FINAL) or {}
         if RETRAIN in self.trained and retrain_is_answer(
-                config.get("final_model", "search"), config.get("epoch_final", 0),
-                final.get("lineage", 0)):
+                config.get("final_model", "search"),
+                final.get("epochs", config.get("epoch_final", 0)), final.get("lineage", 0)):
             return RETRAIN
         return FINAL
 
