@@ -7,7 +7,8 @@
 #   scripts/mutation.sh MODULE show NAME  the diff of one mutant
 #   scripts/mutation.sh list              the modules and what each run covers
 #
-# MODULE: seeds, budget, state, config, train, rules, halving, forecast, nash, morphisms.
+# MODULE: seeds, budget, state, config, train, rules, halving, forecast, nash, front, pareto,
+# morphisms.
 # Everything runs in a copy of src/, tests/ and pyproject.toml under $MUTATION_DIR/MODULE
 # (default /tmp/morphclimb-mutation), so mutants never appear in the working tree. Each run
 # starts afresh; MUTATION_CACHE=keep reuses mutmut's cache there instead (it reruns mutants
@@ -92,6 +93,14 @@ spec() {
                tests/test_nash.py::test_incumbent_kept_unless_beaten
                tests/test_limits.py::test_max_params_redraws_and_nothing_trained_exceeds
                tests/test_limits.py::test_a_child_equal_to_its_parent_is_redrawn" ;;
+    front)    # the Pareto front's arithmetic: dominance, levels, density, sampling, hypervolume
+        FILES="src/morphclimb/front.py"
+        NAMES="morphclimb.front.*"
+        TESTS="tests/test_pareto.py" ;;
+    pareto)   # the Pareto search's rules and the front it hands out
+        FILES="src/morphclimb/pareto.py"
+        NAMES="morphclimb.pareto.*"
+        TESTS="tests/test_pareto.py" ;;
     morphisms)   # the exact morphisms (the approximate ones have their own tests)
         FILES="src/morphclimb/morphisms/__init__.py src/morphclimb/morphisms/base.py
                src/morphclimb/morphisms/deeper.py src/morphclimb/morphisms/wider.py
@@ -103,7 +112,7 @@ spec() {
     esac
 }
 
-MODULES="seeds budget state config train rules halving forecast nash morphisms"
+MODULES="seeds budget state config train rules halving forecast nash front pareto morphisms"
 
 main() {   # (all in a function: bash reads it whole, so editing this file mid-run is safe)
 if [ "${1:-}" = "" ] || [ "$1" = "list" ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then

@@ -287,11 +287,11 @@ class Climber:
             taken.setdefault(_key(self.load_arch(p["model"])),
                              "its parent" if len(parents) == 1 else f"parent {p['model']}")
         tasks = []
-        for j, drawn in enumerate(propose.parent_of(i, parents), start=1):
+        for j, sampled in enumerate(propose.parent_of(i, parents), start=1):
             cid = child_id(i, j)
             # a resumed step keeps the parent its journal recorded
             pid = (self.state.made.get(cid) or self.state.trained.get(cid) or {}).get("parent")
-            par = self.state.trained[pid] if pid in self.state.trained else drawn
+            par = self.state.trained[pid] if pid in self.state.trained else sampled
             parent_arch, parent_w = parent_model(par)
             meta = dict(role="child", step=i, child=j, n_neigh=self.c.n_neigh,
                         parent=par["model"], lineage=par.get("lineage", 0),
