@@ -86,8 +86,12 @@ spec() {
         FILES="src/morphclimb/nash.py"
         NAMES="morphclimb.nash.xǁClimberǁdecide* morphclimb.nash.xǁClimberǁclock*
                morphclimb.nash.xǁClimberǁ__init__* morphclimb.nash.x_train_config*
-               morphclimb.nash.xǁClimberǁmake_child* morphclimb.nash.xǁClimberǁstep__*"
+               morphclimb.nash.xǁClimberǁmake_child* morphclimb.nash.xǁClimberǁstep__*
+               morphclimb.nash.xǁClimberǁto_finish* morphclimb.nash.xǁClimberǁfinish_front*
+               morphclimb.nash.x_rules_for*"
         TESTS="tests/test_search_rules.py
+               tests/test_rules.py
+               tests/test_pareto.py
                tests/test_nash.py::test_algorithm1_bookkeeping
                tests/test_nash.py::test_random_networks_accept_every_child
                tests/test_nash.py::test_incumbent_kept_unless_beaten
