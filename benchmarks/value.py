@@ -8,6 +8,11 @@ search's wall time), so every comparison is made inside one run, side by side:
     model0   the paper's search from model_0 (the demo as it is); reference: auto
     <start>  the same search from a known-good start point (--start resnet8 by default),
              compared with that same network trained alone for the search's wall time
+    plan     (with --plan SECONDS) the search from the start point under a time budget of
+             SECONDS with final_share 0.6: the climb keeps 60% of the budget free and the
+             answer's final training fills what it left (README, "A plan for the answer");
+             its reference, skipped by the budget, is trained after the run all the same
+             (followups.run_reference: the start point alone for the search's wall time)
 
     .venv/bin/python benchmarks/value.py --seeds 0 1 2 3 4 --threads 1
     .venv/bin/python benchmarks/value.py --seeds 0 1 2 3 4 --report-only
@@ -35,9 +40,24 @@ from morphclimb.journal import RunDir  # noqa: E402
 from morphclimb.nash import hill_climb, resume  # noqa: E402
 
 
-def variants(start: str) -> dict[str, dict]:
-    return {"model0": {"reference": "auto"},
-            start: {"start": start, "reference": start}}
+def variants(start: str, plan: float | None = None) -> dict[str, dict]:
+    out = {"model0": {"reference": "auto"},
+           start: {"start": start, "reference": start}}
+    if plan:
+        out["plan"] = {"start": start, "reference": start, "time_budget": plan,
+                       "final_share": 0.6}
+    return out
+
+
+def with_reference(run_dir: Path, threads: int | None) -> dict:
+    """The run's results with its equal-time reference trained (a time budget skips it)."""
+    from morphclimb.followups import run_reference
+    from morphclimb.nash import attach
+    from morphclimb.results import collect_results
+    if "reference" not in RunDir.open(run_dir).state().trained:
+        with attach(run_dir, {"threads": threads} if threads else None) as climber:
+            run_reference(climber)
+    return collect_results(RunDir.open(run_dir))
 
 
 def run(name: str, overrides: dict, seed: int, out: Path, threads: int | None) -> dict:
@@ -57,7 +77,8 @@ def row(r: dict) -> dict:
             "search_error": r["final"]["test_error"],
             "params": r["final"]["params"], "ref_error": ref.get("test_error"),
             "ref_name": ref.get("start_point"), "ref_wall": ref.get("seconds"),
-            "ref_epochs": ref.get("epochs")}
+            "ref_epochs": ref.get("epochs"), "final_epochs": r["final"]["epochs"],
+            "model": r.get("model", "final")}
 
 
 def main() -> None:
@@ -67,17 +88,22 @@ def main() -> None:
     ap.add_argument("--out", default="runs/value")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--plan", type=float, metavar="SECONDS",
+                    help="also the plan arm: the search from --start under this time budget")
     args = ap.parse_args()
     out = Path(args.out)
-    got: dict[str, dict[int, dict]] = {v: {} for v in variants(args.start)}
+    arms = variants(args.start, args.plan)
+    got: dict[str, dict[int, dict]] = {v: {} for v in arms}
     for seed in args.seeds:
-        for name, over in variants(args.start).items():
+        for name, over in arms.items():
             d = out / f"{name}-s{seed}"
             if args.report_only:
                 if (d / "results.json").exists() and RunDir.open(d).state().finished:
                     got[name][seed] = row(json.loads((d / "results.json").read_text()))
                 continue
             r = run(name, over, seed, out, args.threads)
+            if name == "plan":
+                r = with_reference(out / f"{name}-s{seed}", args.threads)
             got[name][seed] = row(r)
             print(f"{name} seed {seed}: {got[name][seed]}", flush=True)
     print(f"machine: {t1.cpu_model()}; demo preset; runs under {out}")
@@ -102,6 +128,21 @@ def main() -> None:
         print(f"(b) minus (c): {m:+.2f} +/- {sd:.2f} points over {len(diffs)} seeds, paired t "
               f"{t:+.2f}; the search from {args.start} won in "
               f"{sum(x < 0 for x in diffs.values())} of {len(diffs)}")
+    if "plan" in got:
+        print(f"\nplan: the search from {args.start} under time_budget {args.plan:.0f}s with "
+              "final_share 0.6, against its reference (the start point alone, same wall time)")
+        print("| seed | answer: error, wall s, final epochs | reference: error, epochs, wall s "
+              "| answer minus reference |")
+        print("|---|---|---|---:|")
+        pd = {}
+        for s_, p_ in sorted(got["plan"].items()):
+            pd[s_] = p_["error"] - p_["ref_error"]
+            print(f"| {s_} | {p_['error']:.2f}% ({p_['model']}), {p_['wall']:.0f}, "
+                  f"{p_['final_epochs']} | {p_['ref_error']:.2f}%, {p_['ref_epochs']}, "
+                  f"{p_['ref_wall']:.0f} | {pd[s_]:+.2f} |")
+        if len(pd) > 1:
+            m, sd = statistics.mean(pd.values()), statistics.stdev(pd.values())
+            print(f"plan minus reference: {m:+.2f} +/- {sd:.2f} points over {len(pd)} seeds")
 
 
 if __name__ == "__main__":
