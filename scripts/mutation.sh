@@ -74,7 +74,8 @@ spec() {
         NAMES="morphclimb.halving.*"
         TESTS="tests/test_search_rules.py
                tests/test_limits.py::test_halving_rungs_are_journaled
-               tests/test_limits.py::test_halving_ties_keep_the_incumbent_first" ;;
+               tests/test_limits.py::test_halving_ties_keep_the_incumbent_first
+               tests/test_pareto.py::test_halving_cuts_by_level_and_rungs_keep_distilling" ;;
     forecast) # the time budget's predictions (budget_allows, after_climb_costs, time_model)
         FILES="src/morphclimb/forecast.py"
         NAMES="morphclimb.forecast.*"
