@@ -302,12 +302,12 @@ def test_replay_dataset_retries_and_restores():
 
 def test_the_model_a_run_hands_out():
     """final_model: "search" (default) hands out the final model, "retrain" the retrained one
-    once trained, "auto" the retrained one when the final training is under half of the
-    answer's epochs (config.retrain_is_answer)."""
-    def state(final_lineage=None, retrained=True):
+    once trained, "auto" the retrained one when the final training (its record's epochs) is
+    at most 60% of the answer's epochs (config.retrain_is_answer)."""
+    def state(final_lineage=None, retrained=True, epochs=1):
         st = RunState()
         if final_lineage is not None:
-            st.apply(_r("model_trained", model="final", params=1, epochs=1,
+            st.apply(_r("model_trained", model="final", params=1, epochs=epochs,
                         lineage=final_lineage))
         if retrained:
             st.apply(_r("model_trained", model="retrain", params=1, epochs=1))
@@ -318,9 +318,9 @@ def test_the_model_a_run_hands_out():
     assert state(10).chosen_model({"final_model": "retrain", "epoch_final": 9}) == "retrain"
     assert state(10, retrained=False).chosen_model({"final_model": "retrain"}) == "final"
     auto = {"final_model": "auto"}
-    assert state(10).chosen_model({**auto, "epoch_final": 4}) == "retrain"      # 40 %
-    assert state(10).chosen_model({**auto, "epoch_final": 5}) == "final"        # 50 %
-    assert state(2).chosen_model(auto) == "retrain"          # no epoch_final given: 0
+    assert state(10, epochs=6).chosen_model({**auto, "epoch_final": 1}) == "retrain"  # 60 %
+    assert state(10, epochs=7).chosen_model({**auto, "epoch_final": 1}) == "final"    # 70 %
+    assert state(2).chosen_model(auto) == "retrain"          # 1 of 2 epochs
     assert state(None).chosen_model({**auto, "epoch_final": 0}) == "final"   # no final yet
     assert state(10, retrained=False).chosen_model({**auto, "epoch_final": 1}) == "final"
 

@@ -95,5 +95,5 @@ def test_with_a_long_final_the_search_model_is_the_answer(tiny_npz, tmp_path, fa
                      out).results
     st = RunDir.open(out).state()
     share = st.trained["final"]["epochs"] / st.trained["final"]["lineage"]
-    assert share >= 0.5 and "retrain" not in st.trained and res["model"] == "final"
+    assert share > 0.6 and "retrain" not in st.trained and res["model"] == "final"
     assert f"the final training is {100 * share:.0f}% of the answer's" in res["model_why"]

@@ -89,21 +89,23 @@ def test_final_training_starts_from_the_prepared_winner(tiny_npz, tmp_path, monk
 
 
 def test_auto_rule_by_hand():
-    from morphclimb.config import AUTO_RETRAIN_BELOW, retrain_is_answer
-    assert AUTO_RETRAIN_BELOW == 0.5
+    from morphclimb.config import AUTO_RETRAIN_UP_TO, retrain_is_answer
+    assert AUTO_RETRAIN_UP_TO == 0.6
     assert retrain_is_answer("auto", 6, 22)            # 27%: the measured gap
-    assert retrain_is_answer("auto", 10, 22)           # 45%
-    assert not retrain_is_answer("auto", 11, 22)       # 50% is not below 50%
+    assert retrain_is_answer("auto", 16, 32)           # 50%: measured, retraining won
+    assert retrain_is_answer("auto", 24, 40)           # 60%: the largest share measured
+    assert retrain_is_answer("auto", 3, 5)             # 60% in small numbers (3 / 5)
+    assert not retrain_is_answer("auto", 25, 41)       # 61%: not measured
     assert not retrain_is_answer("auto", 6, 0)
     assert retrain_is_answer("retrain", 100, 100)
     assert not retrain_is_answer("search", 1, 100)
 
 
-@pytest.mark.parametrize("epoch_final,answer", [(1, "retrain"), (4, "final")])
+@pytest.mark.parametrize("epoch_final,answer", [(1, "retrain"), (4, "retrain"), (5, "final")])
 def test_final_model_auto_retrains_where_the_rule_says(tiny_npz, tmp_path, epoch_final, answer):
     cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "epoch_final": epoch_final,
                           "final_model": "auto"})
-    res = hill_climb(cfg, tmp_path / "run").results   # lineage 1 + 2 + f: 25% or 57% final
+    res = hill_climb(cfg, tmp_path / "run").results   # lineage 1 + 2 + f: 25%, 57%, 62.5%
     trained = RunDir.open(tmp_path / "run").state().trained
     assert res["model"] == answer
     assert ("retrain" in trained) == (answer == "retrain")
@@ -118,11 +120,11 @@ def test_final_model_auto_retraining_is_planned_in_the_time_budget(tiny_npz, tmp
     from morphclimb.nash import attach
     hill_climb(SearchConfig(**{**TINY, "dataset": tiny_npz, "n_steps": 1}), tmp_path / "run")
     for final_model, planned in (("auto", True), ("search", False)):
-        with attach(tmp_path / "run", {"final_model": final_model}) as climber:
-            best = climber.state.trained["m0"]        # lineage 1 + final 1: 50%, not below
+        with attach(tmp_path / "run", {"final_model": final_model, "epoch_final": 2}) as climber:
+            best = climber.state.trained["m0"]        # lineage 1 + final 2: 67%, above 60%
             costs = forecast.after_climb_costs(climber, forecast.time_model(climber), best, 0)
             assert "retrain" not in costs
-            best = climber.state.trained[climber.state.decided[1]["best"]]   # 1 of 3: 33%
+            best = climber.state.trained[climber.state.decided[1]["best"]]   # 2 of 4: 50%
             costs = forecast.after_climb_costs(climber, forecast.time_model(climber), best, 1)
             assert ("retrain" in costs) == planned
             assert costs.get("retrain", 0) >= 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import AUTO_RETRAIN_BELOW
+from .config import AUTO_RETRAIN_UP_TO
 from .events import BASELINE, FINAL, MODEL0, REFERENCE, RETRAIN
 from .journal import RunDir
 
@@ -116,7 +116,7 @@ def answer_why(cfg: dict[str, Any], trained: dict[str, Any], model: str,
     epochs = (trained.get(FINAL) or {}).get("epochs", cfg.get("epoch_final", 0))
     share = epochs / lineage if lineage else 0.0
     rule = (f"the final training is {100 * share:.0f}% of the answer's {lineage} epochs "
-            f"(the rule: retrain below {100 * AUTO_RETRAIN_BELOW:.0f}%, where retraining "
+            f"(the rule: retrain up to {100 * AUTO_RETRAIN_UP_TO:.0f}%, where retraining "
             f"measured several points better; BENCHMARKS.md)")
     if model == RETRAIN:
         return f"final_model=auto: the found architecture retrained from scratch, as {rule}"
