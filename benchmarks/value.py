@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--plan", type=float, metavar="SECONDS",
                     help="also the plan arm: the search from --start under this time budget")
+    ap.add_argument("--arms", nargs="+", help="run only these arms (model0, the start "
+                    "point's name, plan); the report reads whatever is there")
     args = ap.parse_args()
     out = Path(args.out)
     arms = variants(args.start, args.plan)
@@ -98,6 +100,10 @@ def main() -> None:
         for name, over in arms.items():
             d = out / f"{name}-s{seed}"
             if args.report_only:
+                if (d / "results.json").exists() and RunDir.open(d).state().finished:
+                    got[name][seed] = row(json.loads((d / "results.json").read_text()))
+                continue
+            if args.arms and name not in args.arms:
                 if (d / "results.json").exists() and RunDir.open(d).state().finished:
                     got[name][seed] = row(json.loads((d / "results.json").read_text()))
                 continue
