@@ -257,6 +257,8 @@ def test_front_numbers_come_from_the_journal(pareto_run):
     best = min(res["front"], key=lambda m: (m["val_error"], m["params"]))
     assert best["model"] == FINAL == res["model"]
     assert res["final"]["test_error"] == best["test_error"]
+    finals = [r["clock"] for r in st.trained.values() if r.get("role") == "final"]
+    assert len(finals) > 1 and res["search_clock_s"] == max(finals) > st.trained[FINAL]["clock"]
     gens = res["generations"]
     assert [g["step"] for g in gens] == [0, 1, 2]
     assert {e["id"] for e in gens[-1]["front"]} == {m["id"] for m in res["front"]}
