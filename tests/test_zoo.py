@@ -112,7 +112,14 @@ def test_start_from_a_resnet_by_name(tiny_npz, tmp_path):
 
 
 def test_reference_trained_for_the_search_wall_time(tiny_npz, tmp_path, monkeypatch):
-    monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.002)
+    """Timed now side by side, the reference takes twice the answer's time per image; the
+    answer's final training measured its time per image under the search's conditions: the
+    reference's epochs are what fits in the search's time at twice that."""
+    def timed(arch, *a, **k):           # the answer (the final's architecture) and the rest
+        final = RunDir.open(tmp_path / "run").load_arch("final")
+        return 0.001 if arch.to_dict() == final.to_dict() else 0.002
+
+    monkeypatch.setattr(followups, "seconds_per_image", timed)
     cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "reference": "auto"})
     res = hill_climb(cfg, tmp_path / "run").results
     run = RunDir.open(tmp_path / "run")
@@ -121,8 +128,12 @@ def test_reference_trained_for_the_search_wall_time(tiny_npz, tmp_path, monkeypa
     final = st.trained["final"]
     assert plan["matched_seconds"] == final["clock"]
     assert plan["start_point"] == closest(final["params"], classes=4, size=8)
-    n_full = 192                                  # the tiny set's training images
-    assert plan["epochs"] == max(1, int((final["clock"] / 0.002 - 48 / 3) // n_full))
+    n_full, n_test = 192, 48                      # the tiny set's training and test images
+    then = final["seconds"] / (final["epochs"] * n_full + n_test / 3)
+    assert plan["timed"] == {"reference": 0.002, "answer": 0.001, "answer_in_search": then}
+    assert plan["seconds_per_image"] == pytest.approx(2 * then)
+    assert plan["epochs"] == max(1, int((final["clock"] / plan["seconds_per_image"]
+                                         - n_test / 3) // n_full))
     ref = st.trained["reference"]
     assert ref["epochs"] == plan["epochs"] and ref["role"] == "reference"
     assert run.load_arch("reference").to_dict() == zoo_arch(plan["start_point"], 3, 4,

@@ -72,13 +72,17 @@ def reference_plan(climber) -> dict:
     """The reference network and its epochs, journaled once (a resumed run keeps the plan).
 
     The wall time to match is the search's up to its answer (`answer_clock`: climb, final
-    training(s) and, where the retrained network is the answer, its retraining). The epochs are as many as fit in it at the reference's training speed,
-    measured here on a few batches; the network is `reference`, or with "auto" the CIFAR
-    ResNet closest to the answer's parameter count.
+    training(s) and, where the retrained network is the answer, its retraining). The epochs
+    are as many as fit in it at the reference's speed under the search's own conditions: the
+    reference and the answer are timed side by side here on a few batches, and their ratio
+    scales what the answer's final training took per image during the search (a machine
+    busier or quieter now than during the search changes both alike). The network is
+    `reference`, or with "auto" the CIFAR ResNet closest to the answer's parameter count.
     """
     state = climber.state
     if state.reference_plan is not None:
         return state.reference_plan
+    from .budget import image_passes
     from .device import resolve_device
     from .zoo import closest, zoo_arch
     c, split = climber.c, climber.split
@@ -90,12 +94,20 @@ def reference_plan(climber) -> dict:
     arch = zoo_arch(name, split.channels, split.num_classes, split.image_size)
     seconds = answer_clock(climber)
     config = climber.task(REFERENCE, arch, None, 1).config    # the search's training settings
-    per_image = seconds_per_image(arch, split.train_full, config, split.mean, split.std,
-                                  resolve_device(c.device))
+    device = resolve_device(c.device)
+    now = {"reference": seconds_per_image(arch, split.train_full, config, split.mean,
+                                          split.std, device),
+           "answer": seconds_per_image(climber.load_arch(FINAL), split.train_full, config,
+                                       split.mean, split.std, device)}
+    passes = image_passes(final["epochs"], len(split.train_full), len(split.test))
+    then = final.get("seconds", 0.0) / passes if passes else 0.0   # the answer, in the search
+    per_image = now["reference"] * then / now["answer"] if then > 0 and now["answer"] > 0 \
+        else now["reference"]
     epochs = reference_epochs(seconds, per_image, len(split.train_full), len(split.test))
     return climber.log({"event": Event.REFERENCE_PLANNED, "start_point": name,
                         "epochs": epochs, "matched_seconds": seconds,
-                        "seconds_per_image": per_image})
+                        "seconds_per_image": per_image,
+                        "timed": {**now, "answer_in_search": then}})
 
 
 def answer_clock(climber) -> float:
