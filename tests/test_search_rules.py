@@ -503,3 +503,81 @@ def test_a_kill_while_writing_a_checkpoint_is_redone_on_resume(tiny_npz, tmp_pat
     ref_arch, ref_w = RunDir.open(full).load_model("s01c2")
     assert arch.to_dict() == ref_arch.to_dict()
     assert all(torch.equal(w[k], ref_w[k]) for k in ref_w)
+
+
+# ------------------------------------------------------------------ redraws (nash.make_child)
+def _redraw_run(npz, out, **kw):
+    from morphclimb.model0 import starting_arch
+    m0 = starting_arch(3, 4, 8, widths=TINY["widths"]).num_params
+    hill_climb(cfg(npz, max_params=m0 + 120, n_neigh=4, **kw), out)   # deeper fits, wider not
+    return RunDir.open(out)
+
+
+def _redraws_are_each_draw_once(run):
+    """Each child's rejected draws are journaled once each, 0 .. its accepted draw - 1."""
+    st = run.state()
+    seen = [(r["step"], r["child"], r["draw"]) for r in st.redrawn]
+    assert len(seen) == len(set(seen)), "a rejected draw journaled twice"
+    for m, r in st.made.items():
+        got = sorted(d for s, j, d in seen if (s, j) == (r["step"], r["child"]))
+        assert got == list(range(r["draw"])), m
+    return seen
+
+
+def test_every_rejected_draw_is_journaled_once_also_after_a_resume(tiny_npz, tmp_path):
+    run = _redraw_run(tiny_npz, tmp_path / "full")
+    seen = _redraws_are_each_draw_once(run)
+    steps = {s for s, _, _ in seen}
+    assert steps == {1, 2} and sum(d > 0 for _, _, d in seen) > 0   # both steps, draws >= 1
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "full", killed)
+    (killed / "results.json").unlink()
+    lines = (killed / "journal.jsonl").read_text().splitlines()
+    k = max(i for i, x in enumerate(lines) if '"child_redrawn"' in x and '"step": 2' in x)
+    (killed / "journal.jsonl").write_text("\n".join(lines[:k]) + "\n")   # in step 2's draws
+    resume(killed)
+    assert _redraws_are_each_draw_once(RunDir.open(killed)) == seen
+
+
+def test_a_redrawn_child_has_its_own_documented_seed(tiny_npz, tmp_path):
+    from morphclimb.morphisms import apply_random_morphisms
+    from morphclimb.seeds import derive_seed
+    run = _redraw_run(tiny_npz, tmp_path / "run")
+    st = run.state()
+    checked = 0
+    for m, r in st.made.items():
+        parent_arch, parent_w = run.load_model(r["parent"])
+        keys = ("morph", r["step"], r["child"]) + ((r["draw"],) if r["draw"] else ())
+        rng = np.random.default_rng(derive_seed(TINY.get("seed", 0), *keys))
+        arch, _, _ = apply_random_morphisms(parent_arch, parent_w, TINY["n_nm"], rng)
+        assert arch.to_dict() == run.load_arch(m).to_dict(), m
+        checked += r["draw"] > 0
+    assert checked > 0
+
+
+def test_an_old_child_made_record_without_its_draw_is_draw_0(tiny_npz, tmp_path):
+    run = _redraw_run(tiny_npz, tmp_path / "full")
+    st = run.state()
+    child = next(m for m, r in st.made.items() if r["draw"] == 0 and r["step"] == 1)
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "full", killed)
+    (killed / "results.json").unlink()
+    recs = [json.loads(x) for x in (killed / "journal.jsonl").read_text().splitlines()]
+    k = next(i for i, r in enumerate(recs) if r["event"] == "child_made" and r["model"] == child)
+    del recs[k]["draw"]                               # as runs before redraws wrote it
+    (killed / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[:k + 1]))
+    shutil.rmtree(killed / "models" / child)
+    resume(killed)
+    assert RunDir.open(killed).load_arch(child).to_dict() == run.load_arch(child).to_dict()
+    assert RunDir.open(killed).state().trained[child]["val_accuracy"] == \
+        st.trained[child]["val_accuracy"]
+
+
+def test_max_mflops_redraws_and_nothing_trained_exceeds(tiny_npz, tmp_path):
+    from morphclimb.budget import mflops
+    from morphclimb.model0 import starting_arch
+    limit = mflops(starting_arch(3, 4, 8, widths=TINY["widths"])) * 1.05
+    hill_climb(cfg(tiny_npz, max_mflops=limit, n_neigh=4), tmp_path / "run")
+    st = RunDir.open(tmp_path / "run").state()
+    assert all(r["mflops"] <= limit for r in st.made.values())
+    assert any("max_mflops" in r["reason"] for r in st.redrawn)
