@@ -433,3 +433,46 @@ def test_progress_and_show_speak_of_the_front(pareto_run):
     shown = show_run(out)
     assert f"step 2: front of {len(d['kept'])}, the most accurate {d['best']}" in shown
     assert "moved to" not in shown and "a Pareto search: the front's most accurate" in shown
+
+
+def test_a_pareto_decision_names_its_strategy():
+    from morphclimb.nash import Climber
+    from morphclimb.state import RunState
+    for strategy, tagged in (("pareto", True), ("nash", False)):
+        c = Climber.__new__(Climber)
+        c.state, logged = RunState(), []
+        c.log = logged.append
+        c.rules = rules_for(SearchConfig(strategy=strategy))
+        old = _rec("m0", 50, 1000, val_loss=1.0)
+        c.decide(1, old, [_rec("s01c1", 40, 4000, val_loss=1.0),
+                          _rec("s01c2", 60, 500, val_loss=1.0)], (), [old])
+        assert ("strategy" in logged[-1]) == tagged
+        if tagged:
+            assert logged[-1]["strategy"] == "pareto"
+            assert logged[-1]["kept"] == ["s01c1", "m0", "s01c2"]
+
+
+def test_members_finals_resume_after_one_of_them(tmp_path):
+    """Killed after the first member's final training, with the next member's checkpoint
+    gone: the resumed run keeps the first, restores the member and trains the next."""
+    npz = str(make_tiny_npz(tmp_path / "tiny.npz"))
+    out = tmp_path / "full"
+    res = hill_climb(SearchConfig(**{**PARETO, "dataset": npz}), out).results
+    best = min(res["front"], key=lambda m: (m["val_error"], m["params"]))["id"]
+    for m in res["front"]:
+        assert m["model"] == ("final" if m["id"] == best else f"final-{m['id']}")
+    lines = (out / "journal.jsonl").read_text().splitlines()
+    finals = [k for k, x in enumerate(lines) if '"model_trained"' in x and '"role": "final"' in x]
+    assert len(finals) >= 3, "the tiny search's front should have three members"
+    second = json.loads(lines[finals[2]])["parent"]      # the member trained last
+    killed = tmp_path / "killed"
+    shutil.copytree(out, killed)
+    (killed / "results.json").unlink()
+    (killed / "journal.jsonl").write_text("\n".join(lines[: finals[1] + 1]) + "\n")
+    shutil.rmtree(killed / "models" / second)
+    again = resume(killed).results
+    assert again["front"] == res["front"]
+    st = RunDir.open(killed).state()
+    assert second in st.restored
+    trained = [r["model"] for r in RunDir.open(killed).records("model_trained")]
+    assert len(trained) == len(set(trained)), "a finished final training was redone"
