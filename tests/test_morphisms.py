@@ -281,3 +281,53 @@ def test_new_layers_learn():
     trained, _ = train(a, s)
     assert trained["layers.add6.weight"][1] != 0
     assert not torch.allclose(trained["layers.conv5.weight"], s["layers.conv5.weight"].float())
+
+
+# ------------------------------------------------------------------ the functions' own paths
+@pytest.mark.parametrize("fn", [deeper, wider, skip])
+def test_nothing_given_samples_as_the_search_does(fn):
+    """deeper/wider/skip with no field given draw the record their operator's `sample`
+    draws from the same generator: the search's own draw, exact as every other."""
+    m = REGISTRY[fn.__name__]
+    want = m.sample(START, np.random.default_rng(7))
+    a, sd = fn(START, weights(), np.random.default_rng(7))
+    b, sd2 = apply_morphism(START, weights(), want, np.random.default_rng(7))
+    assert a.to_dict() == b.to_dict() and a.to_dict() != START.to_dict()
+    assert_exact(START, weights(), a, sd)
+
+
+def test_some_fields_given_fix_them_and_sample_the_rest():
+    picked = set()
+    for seed in range(12):
+        a, sd = wider(START, weights(), np.random.default_rng(seed), conv="conv2")
+        width = {n.id: n.channels for n in a.nodes}["conv2"]
+        assert width in (8 * 2, 8 * 4)         # conv2's 8 filters, times 2 or 4
+        picked.add(width)
+        assert_exact(START, weights(), a, sd)
+    assert picked == {16, 32}
+    with pytest.raises(MorphismError, match=r"^wider: no valid position with \{'conv': 'bn1'\}"):
+        wider(START, weights(), np.random.default_rng(0), conv="bn1")
+
+
+def test_apply_morphism_passes_the_probe_and_checks_it():
+    probe = torch.randn(8, 3, 12, 12, dtype=torch.float64)
+    record = {"op": "deeper", "after": "relu2", "kernel": 3}
+    a, sd = apply_morphism(START, weights(), record, np.random.default_rng(0), probe)
+    b, sd2 = deeper(START, weights(), np.random.default_rng(0), probe, after="relu2", kernel=3)
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd)
+    new_bn = [k for k in sd if k.endswith("running_mean") and k not in weights()]
+    assert new_bn and all(sd[k].abs().sum() > 0 for k in new_bn)   # the probe's statistics
+    bad = torch.randn(8, 1, 12, 12, dtype=torch.float64)          # one channel, not three
+    for fn in (wider, skip):
+        with pytest.raises(MorphismError, match="probe"):
+            fn(START, weights(), np.random.default_rng(0), bad)
+
+
+@pytest.mark.parametrize("record", ["wider", 3, None])
+def test_a_record_that_is_not_a_dict_is_refused_by_name(record):
+    from morphclimb.morphisms import APPROXIMATE
+    known = (f"known ops are {', '.join(REGISTRY)} (exact) and {', '.join(APPROXIMATE)} "
+             "(approximate)")
+    with pytest.raises(MorphismError) as e:
+        apply_morphism(START, weights(), record, np.random.default_rng(0))
+    assert str(e.value) == f"unknown morphism {record!r}; {known}"
