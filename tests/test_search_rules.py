@@ -553,6 +553,20 @@ def test_a_redrawn_child_has_its_own_documented_seed(tiny_npz, tmp_path):
         assert arch.to_dict() == run.load_arch(m).to_dict(), m
         checked += r["draw"] > 0
     assert checked > 0
+    for r in st.redrawn:                   # each rejected draw's morphisms, as journaled
+        parent = st.decided[r["step"] - 1]["best"] if r["step"] > 1 else "m0"   # NASH
+        parent_arch, parent_w = run.load_model(parent)
+        keys = ("morph", r["step"], r["child"]) + ((r["draw"],) if r["draw"] else ())
+        rng = np.random.default_rng(derive_seed(0, *keys))
+        assert apply_random_morphisms(parent_arch, parent_w, TINY["n_nm"], rng)[2] == \
+            r["morphisms"]
+
+
+def test_each_step_is_announced_to_the_callback(tiny_npz, tmp_path):
+    seen = []
+    hill_climb(cfg(tiny_npz), tmp_path / "run", callback=seen.append)
+    starts = [e for e in seen if e["event"] == "step_start"]
+    assert [(e["step"], e["n_steps"]) for e in starts] == [(1, 2), (2, 2)]
 
 
 def test_an_old_child_made_record_without_its_draw_is_draw_0(tiny_npz, tmp_path):

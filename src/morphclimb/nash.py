@@ -258,7 +258,7 @@ class Climber:
         epochs = 0 if w is not None else self.c.epoch_pretrain
         return self.train_one(MODEL0, arch, w, epochs, role="pretrain", step=0)
 
-    def step(self, i: int, parents: dict | list[dict]) -> dict | None:
+    def step(self, i: int, parents: list[dict]) -> dict | None:
         """One step of the climb from `parents` (NASH: the one current best); returns the
         new best's record (the first the selector keeps).
 
@@ -269,7 +269,6 @@ class Climber:
         (successive halving); the selector decides. Returns None when a stopper (the time
         budget) ends the climb here (journaled as climb_stopped).
         """
-        parents = [parents] if isinstance(parents, dict) else list(parents)
         best = parents[0]
         if i in self.state.decided:
             return self.state.trained[self.state.decided[i]["best"]]
