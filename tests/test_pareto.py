@@ -476,3 +476,29 @@ def test_members_finals_resume_after_one_of_them(tmp_path):
     assert second in st.restored
     trained = [r["model"] for r in RunDir.open(killed).records("model_trained")]
     assert len(trained) == len(set(trained)), "a finished final training was redone"
+
+
+def test_a_resumed_generation_keeps_the_parents_its_journal_names(pareto_run, tmp_path,
+                                                                  monkeypatch):
+    """Killed in generation 2 after its children were drawn: on resume the children keep
+    the parents child_made recorded, whatever the proposer would draw now."""
+    from morphclimb import pareto
+    npz, out = pareto_run
+    lines = (out / "journal.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    k = next(i for i, r in enumerate(recs) if r["event"] == "model_trained"
+             and r.get("step") == 2 and r.get("role") == "child")    # its first training
+    killed = tmp_path / "killed"
+    shutil.copytree(out, killed)
+    (killed / "results.json").unlink()
+    (killed / "journal.jsonl").write_text("\n".join(lines[:k]) + "\n")
+    monkeypatch.setattr(pareto.Sparse, "parent_of",
+                        lambda self, step, parents: [parents[-1]] * self.n_draw)
+    resume(killed)
+    a = RunDir.open(out).state()
+    b = RunDir.open(killed).state()
+    for m, r in a.trained.items():
+        if r.get("step") == 2 and r.get("role") == "child":
+            assert b.trained[m]["parent"] == r["parent"] == a.made[m]["parent"], m
+    assert _front(killed) == _front(out)
+

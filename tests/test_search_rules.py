@@ -567,6 +567,15 @@ def test_each_step_is_announced_to_the_callback(tiny_npz, tmp_path):
     hill_climb(cfg(tiny_npz), tmp_path / "run", callback=seen.append)
     starts = [e for e in seen if e["event"] == "step_start"]
     assert [(e["step"], e["n_steps"]) for e in starts] == [(1, 2), (2, 2)]
+    kids = [e for e in seen if e["event"] == "train_start" and e.get("role") == "child"]
+    st = RunDir.open(tmp_path / "run").state()
+    want = [(i, j, 3, st.decided[i - 1]["best"] if i > 1 else "m0")
+            for i in (1, 2) for j in (1, 2)]          # n_neigh 3: two children a step
+    assert [(e["step"], e["child"], e["n_neigh"], e["parent"]) for e in kids] == want
+    for e in kids:                                  # the journal says the same
+        r = st.trained[e["model"]]
+        assert (r["step"], r["child"], r["n_neigh"], r["parent"]) == (
+            e["step"], e["child"], e["n_neigh"], e["parent"])
 
 
 def test_an_old_child_made_record_without_its_draw_is_draw_0(tiny_npz, tmp_path):
