@@ -500,5 +500,6 @@ def test_a_resumed_generation_keeps_the_parents_its_journal_names(pareto_run, tm
     for m, r in a.trained.items():
         if r.get("step") == 2 and r.get("role") == "child":
             assert b.trained[m]["parent"] == r["parent"] == a.made[m]["parent"], m
+            assert b.trained[m]["drawn"] == PARETO["n_draw"]     # child j of n drawn
     assert _front(killed) == _front(out)
 

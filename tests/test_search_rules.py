@@ -572,6 +572,7 @@ def test_each_step_is_announced_to_the_callback(tiny_npz, tmp_path):
     want = [(i, j, 3, st.decided[i - 1]["best"] if i > 1 else "m0")
             for i in (1, 2) for j in (1, 2)]          # n_neigh 3: two children a step
     assert [(e["step"], e["child"], e["n_neigh"], e["parent"]) for e in kids] == want
+    assert not any("drawn" in e for e in kids)      # a Pareto search's field, not NASH's
     for e in kids:                                  # the journal says the same
         r = st.trained[e["model"]]
         assert (r["step"], r["child"], r["n_neigh"], r["parent"]) == (
