@@ -106,12 +106,14 @@ spec() {
         FILES="src/morphclimb/pareto.py"
         NAMES="morphclimb.pareto.*"
         TESTS="tests/test_pareto.py" ;;
-    morphisms)   # the exact morphisms (the approximate ones have their own tests)
+    morphisms)   # the exact morphisms and the graph helpers (_graph.py) the approximate ones
+                 # share, with the approximate morphisms' tests for those helpers
         FILES="src/morphclimb/morphisms/__init__.py src/morphclimb/morphisms/base.py
                src/morphclimb/morphisms/deeper.py src/morphclimb/morphisms/wider.py
                src/morphclimb/morphisms/skip.py src/morphclimb/morphisms/_graph.py"
         NAMES=""
         TESTS="tests/test_morphisms.py tests/test_morphisms_props.py
+               tests/test_approx_morphisms.py
                tests/test_search_rules.py::test_each_child_carries_n_nm_morphisms" ;;
     *) return 1 ;;
     esac

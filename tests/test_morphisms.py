@@ -331,3 +331,52 @@ def test_a_record_that_is_not_a_dict_is_refused_by_name(record):
     with pytest.raises(MorphismError) as e:
         apply_morphism(START, weights(), record, np.random.default_rng(0))
     assert str(e.value) == f"unknown morphism {record!r}; {known}"
+
+
+@pytest.mark.parametrize("record, message", [
+    (dict(source="relu3", target="relu1"), "skip: source 'relu3' must come before target "
+     "'relu1' in the network (a skip from a node to itself or backwards makes a cycle)"),
+    (dict(source="relu1", target="pool1"), "skip: target 'pool1' is computed from source "
+     "'relu1' by relu/maxpool alone, so a skip between them would bypass no layer"),
+    (dict(source="conv1", target="relu3"), "skip: source 'conv1' is a conv node, but it must "
+     "be a relu or maxpool or add or concat node (candidates: relu1, pool1, relu2, pool2, "
+     "relu3)"),
+    (dict(source="relu1", target="gap"), "skip: target 'gap' is a gap node, but it must be a "
+     "relu or maxpool or add or concat node (candidates: relu1, pool1, relu2, pool2, relu3)"),
+])
+def test_skip_errors_say_exactly_what_is_wrong(record, message):
+    with pytest.raises(MorphismError) as e:
+        apply_morphism(START, weights(), {"op": "skip", "mode": "add", **record},
+                       np.random.default_rng(0))
+    assert str(e.value) == message
+    a = starting_arch(image_size=10, widths=(4, 8, 8))   # 10x10, 5x5, 2x2
+    with pytest.raises(MorphismError) as e:
+        skip(a, weights(a), np.random.default_rng(0), mode="add", source="relu2", target="relu3")
+    assert str(e.value) == ("skip: source 'relu2' (5x5) is not an integer multiple of target "
+                            "'relu3' (2x2) in both height and width")
+
+
+@pytest.mark.parametrize("n", [-1, True, 1.5, "3"])
+def test_the_number_of_morphisms_is_checked(n):
+    with pytest.raises(MorphismError) as e:
+        apply_random_morphisms(START, weights(), n, np.random.default_rng(0))
+    assert str(e.value) == f"the number of morphisms must be a non-negative integer, got {n!r}"
+
+
+def test_no_morphism_leaves_the_network_as_it_is():
+    a, sd, recs = apply_random_morphisms(START, weights(), 0, np.random.default_rng(0))
+    assert a.to_dict() == START.to_dict() and recs == []
+    assert all(torch.equal(sd[k], v) for k, v in weights().items())
+
+
+def test_random_morphisms_with_a_probe_replay_with_it():
+    probe = torch.randn(8, 3, 12, 12, dtype=torch.float64)
+    a, sd, recs = apply_random_morphisms(START, weights(), 6, np.random.default_rng(11), probe)
+    assert any(r["op"] == "deeper" for r in recs)
+    b, sd2 = START, weights()
+    for r in recs:
+        b, sd2 = apply_morphism(b, sd2, r, np.random.default_rng(0), probe)
+    assert a.to_dict() == b.to_dict()
+    new_bn = [k for k in sd if k.endswith("running_mean") and k not in weights()]
+    assert any(sd[k].abs().sum() > 0 for k in new_bn)   # the probe's statistics, not zeros
+    assert all(torch.allclose(sd[k], sd2[k]) for k in new_bn)
