@@ -537,6 +537,19 @@ def test_every_rejected_draw_is_journaled_once_also_after_a_resume(tiny_npz, tmp
     (killed / "journal.jsonl").write_text("\n".join(lines[:k]) + "\n")   # in step 2's draws
     resume(killed)
     assert _redraws_are_each_draw_once(RunDir.open(killed)) == seen
+    # a child no draw fitted fails once, with its reason, also when resumed after it failed
+    failed = [r for r in run.records("child_failed")]
+    assert failed and all(r["reason"] == "no acceptable child in 50 draws of morphisms (size "
+                          "limits or duplicates)" for r in failed)
+    again = tmp_path / "again"
+    shutil.copytree(tmp_path / "full", again)
+    (again / "results.json").unlink()
+    lines = (again / "journal.jsonl").read_text().splitlines()
+    k = max(i for i, x in enumerate(lines) if '"child_failed"' in x)
+    (again / "journal.jsonl").write_text("\n".join(lines[: k + 1]) + "\n")
+    resume(again)
+    assert [r["model"] for r in RunDir.open(again).records("child_failed")] == \
+        [r["model"] for r in failed]
 
 
 def test_a_redrawn_child_has_its_own_documented_seed(tiny_npz, tmp_path):
