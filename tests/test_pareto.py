@@ -501,5 +501,8 @@ def test_a_resumed_generation_keeps_the_parents_its_journal_names(pareto_run, tm
         if r.get("step") == 2 and r.get("role") == "child":
             assert b.trained[m]["parent"] == r["parent"] == a.made[m]["parent"], m
             assert b.trained[m]["drawn"] == PARETO["n_draw"]     # child j of n drawn
+            if "distill" in r:                                    # taught by its own parent
+                assert b.trained[m]["distill"]["teacher"] == r["parent"]
+    assert any("distill" in r for m, r in b.trained.items() if r.get("step") == 2)
     assert _front(killed) == _front(out)
 

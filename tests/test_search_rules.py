@@ -586,6 +586,9 @@ def test_each_step_is_announced_to_the_callback(tiny_npz, tmp_path):
             for i in (1, 2) for j in (1, 2)]          # n_neigh 3: two children a step
     assert [(e["step"], e["child"], e["n_neigh"], e["parent"]) for e in kids] == want
     assert not any("drawn" in e for e in kids)      # a Pareto search's field, not NASH's
+    inc = [e for e in seen if e["event"] == "train_start" and e.get("role") == "incumbent"]
+    assert [(e["step"], e["child"], e["n_neigh"], e["parent"]) for e in inc] == [
+        (i, 3, 3, st.decided[i - 1]["best"] if i > 1 else "m0") for i in (1, 2)]
     for e in kids:                                  # the journal says the same
         r = st.trained[e["model"]]
         assert (r["step"], r["child"], r["n_neigh"], r["parent"]) == (
