@@ -621,3 +621,33 @@ def test_max_mflops_redraws_and_nothing_trained_exceeds(tiny_npz, tmp_path):
     st = RunDir.open(tmp_path / "run").state()
     assert all(r["mflops"] <= limit for r in st.made.values())
     assert any("max_mflops" in r["reason"] for r in st.redrawn)
+
+
+def test_the_last_rung_is_predicted_as_one_rung_of_its_survivors(tiny_npz, tmp_path,
+                                                                 monkeypatch):
+    """With halving and a time budget, the check before the last rung predicts that rung's
+    epochs for the candidates that survived the one before, and nothing more."""
+    from morphclimb import forecast
+
+    class PerPass:                       # one second per image pass, whatever the network
+        def seconds(self, mflops, passes):
+            return passes
+
+    monkeypatch.setattr(forecast, "time_model", lambda climber: PerPass())
+    late = {"on": False}
+    real = nash.Climber.clock
+    monkeypatch.setattr(nash.Climber, "clock",
+                        lambda self: real(self) + (1e9 if late["on"] else 0.0))
+
+    def after_rung_1(e):
+        if e["event"] == "rung_decided":
+            late["on"] = True
+
+    hill_climb(cfg(tiny_npz, n_neigh=4, epoch_neigh=3, rungs=(1, 2), eta=2,
+                   time_budget=1e8), tmp_path / "run", callback=after_rung_1)
+    st = RunDir.open(tmp_path / "run").state()
+    kept = st.rungs[(1, 1)]["kept"]
+    assert len(kept) == 2 and st.stopped["step"] == 1
+    n_train, n_val = 154, 38                       # the tiny set's split
+    assert st.stopped["predicted"]["step 1"] == pytest.approx(
+        len(kept) * passes(2, n_train, n_val))      # rung 2: 2 epochs, for the 2 survivors
