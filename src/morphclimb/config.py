@@ -169,7 +169,7 @@ FINAL_MODELS = ("search", "retrain", "auto")   # the model a run hands out (eval
 # final_model=auto retrains the found architecture from scratch, and hands that out, when the
 # final training is at most this share of the answer's epochs: the largest share measured, at
 # which the retrained network still won (BENCHMARKS.md, issue 19, CPU scale, 5 seeds: by 4.7
-# points at 27%, 2.9 at 50%, 2.5 at 55%, ~3 at 60%); above it nothing was measured
+# points at 27%, 2.9 at 50%, 2.5 at 55%, 2.0 at 60%); above it nothing was measured
 AUTO_RETRAIN_UP_TO = 0.6
 
 
