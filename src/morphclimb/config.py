@@ -272,7 +272,8 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
+    """Whether `v` is a real number (not a bool) that is neither infinite nor NaN."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -290,15 +291,15 @@ def check_training(t: Any) -> None:
         need(_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
     need(_int(t.crop_pad) and t.crop_pad >= 0,
          f"crop_pad must be an integer >= 0, got {t.crop_pad!r}")
-    need(_finite(t.lr_start) and t.lr_start > 0,
+    need(finite(t.lr_start) and t.lr_start > 0,
          f"lr_start must be a finite number > 0, got {t.lr_start!r}")
-    need(_finite(t.lr_end) and t.lr_end >= 0,
+    need(finite(t.lr_end) and t.lr_end >= 0,
          f"lr_end must be a finite number >= 0, got {t.lr_end!r}")
     need(t.lr_end <= t.lr_start, f"lr_end ({t.lr_end}) must not exceed lr_start "
          f"({t.lr_start}): SGDR anneals downwards")
-    need(_finite(t.weight_decay) and t.weight_decay >= 0,
+    need(finite(t.weight_decay) and t.weight_decay >= 0,
          f"weight_decay must be a finite number >= 0, got {t.weight_decay!r}")
-    need(_finite(t.momentum) and 0 <= t.momentum < 1,
+    need(finite(t.momentum) and 0 <= t.momentum < 1,
          f"momentum must be in [0, 1), got {t.momentum!r}")
     for name in ("nesterov", "augment"):
         v = getattr(t, name)
@@ -355,16 +356,16 @@ def check(c: SearchConfig) -> None:
         v = getattr(c, key)
         if v is not None and (not math.isfinite(v) or v <= 0):
             raise ConfigError(f"{key} must be a positive number, got {v}")
-    if not (_finite(c.final_shrink) and 0 < c.final_shrink <= 1):
+    if not (finite(c.final_shrink) and 0 < c.final_shrink <= 1):
         raise ConfigError(f"final_shrink must be in (0, 1], got {c.final_shrink}")
-    if not (_finite(c.final_perturb) and c.final_perturb >= 0):
+    if not (finite(c.final_perturb) and c.final_perturb >= 0):
         raise ConfigError(f"final_perturb must be a finite number >= 0, got {c.final_perturb}")
-    if c.final_lr is not None and not (_finite(c.final_lr) and c.final_lr >= c.lr_end
+    if c.final_lr is not None and not (finite(c.final_lr) and c.final_lr >= c.lr_end
                                        and c.final_lr > 0):
         raise ConfigError(f"final_lr must be a finite number > 0 and >= lr_end ({c.lr_end}), "
                           f"got {c.final_lr}")
     if c.final_share is not None:
-        if not (_finite(c.final_share) and 0 < c.final_share < 1):
+        if not (finite(c.final_share) and 0 < c.final_share < 1):
             raise ConfigError(f"final_share must be in (0, 1), got {c.final_share}")
         if c.time_budget is None:
             raise ConfigError("final_share needs time_budget (a share of what?)")
@@ -385,9 +386,9 @@ def check(c: SearchConfig) -> None:
             raise ConfigError("rungs (successive halving) need n_neigh >= 2")
     if c.eta < 2:
         raise ConfigError(f"eta must be >= 2, got {c.eta}")
-    if not (_finite(c.distill_weight) and 0 <= c.distill_weight <= 1):
+    if not (finite(c.distill_weight) and 0 <= c.distill_weight <= 1):
         raise ConfigError(f"distill_weight must be in [0, 1], got {c.distill_weight}")
-    if not (_finite(c.distill_temperature) and c.distill_temperature > 0):
+    if not (finite(c.distill_temperature) and c.distill_temperature > 0):
         raise ConfigError(f"distill_temperature must be a finite number > 0, got "
                           f"{c.distill_temperature}")
     if c.n_steps > 0 and (c.n_neigh > 1 or c.strategy == "pareto") and c.n_nm < 1:

@@ -64,7 +64,7 @@ from .augment import (
     normalizer,
     to_float,
 )
-from .config import TRAIN_STEPS, check_training
+from .config import TRAIN_STEPS, check_training, finite
 from .device import auto_settings, resolve_device, side_stream, speed_settings
 from .errors import ConfigError, DataError, TrainingError
 
@@ -237,14 +237,10 @@ class Distill:
     temperature: float = 4.0
 
     def __post_init__(self) -> None:
-        _check(_finite(self.weight) and 0.0 <= self.weight <= 1.0,
+        _check(finite(self.weight) and 0.0 <= self.weight <= 1.0,
                f"distill weight must be in [0, 1], got {self.weight!r}")
-        _check(_finite(self.temperature) and self.temperature > 0,
+        _check(finite(self.temperature) and self.temperature > 0,
                f"distill temperature must be a finite number > 0, got {self.temperature!r}")
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
