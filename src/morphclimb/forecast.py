@@ -57,13 +57,12 @@ def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
     n_full, n_test = len(split.train_full), len(split.test)
     size = mflops(climber.load_arch(best["model"]))
     epochs = final_epochs(climber)
-    out = {"final": model.seconds(size, image_passes(epochs, n_full, n_test))}
+    finals = [best]
     if c.strategy == "pareto":   # every front member that gets a final training, as it stands
-        from .pareto import current_front, final_members
-        front = current_front(climber.state) or [best]
-        out["final"] = sum(model.seconds(mflops(climber.load_arch(m["model"])),
-                                         image_passes(epochs, n_full, n_test))
-                           for m in final_members(front, c.front_final, c.objective))
+        from .pareto import current_front
+        finals = climber.to_finish(current_front(climber.state) or [best])
+    out = {"final": sum(model.seconds(mflops(climber.load_arch(m["model"])),
+                                      image_passes(epochs, n_full, n_test)) for m in finals)}
     lineage = best.get("lineage", 0) + epochs
     if c.baseline:
         m0 = mflops(climber.load_arch(MODEL0))

@@ -450,9 +450,9 @@ class Climber:
     def finish_front(self, front: list[dict]) -> None:
         """A Pareto search's final trainings of the front members that get one (front_final;
         the most accurate, the run's `final`, is trained first, by `final`)."""
-        from .pareto import member_model
+        from .pareto import final_id
         for m in self.to_finish(front)[1:]:
-            mid = member_model(m["model"], front[0]["model"])
+            mid = final_id(m["model"], front[0]["model"])
             if mid in self.state.trained:
                 self.ensure(mid)
                 continue

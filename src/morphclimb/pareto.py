@@ -113,7 +113,7 @@ class KeepFront:
 
 
 # ------------------------------------------------------------------ the front a run hands out
-def member_model(member: str, best: str) -> str:
+def final_id(member: str, best: str) -> str:
     """The model id of a front member's final training (train + validation, tested): the
     most accurate member's is the run's `final`, every other member's final-<member>."""
     return FINAL if member == best else f"{FINAL}-{member}"
