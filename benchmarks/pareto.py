@@ -25,7 +25,10 @@ model_0 weights, the same seeds for everything the runs share):
   search also pays for every member's final training; the budget is chosen so that the goal
   can be met, and the cost is measured, not assumed. `--variants pareto-full` adds a Pareto
   search with the issue's full budget (9 generations, 288 candidate-epochs, 100%) into
-  `pareto-full-s<seed>`: what more generations buy, at what cost.
+  `pareto-full-s<seed>`: what more generations buy, at what cost. `--variants pareto-floor`
+  is `pareto` with `min_params` = model_0's parameters: no child smaller than the start is
+  trained (in seed 0 of `pareto`, 15 of its 32 children were, down to 157 parameters, far
+  below the smallest size compared; the floor gives those trainings to the sizes asked for).
 
 Why front_final 0 and not a K: the member compared at a size is the best (lowest validation
 error) front member with params <= that size, which on a front is the largest member under the
@@ -91,7 +94,9 @@ SMOKE = dict(subset=600, n_steps=2, n_neigh=2, n_nm=2, epoch_pretrain=1, epoch_n
              epoch_final=1, widths=(8, 16, 32), lr_start=0.05, lr_end=0.0)
 SIZES = {"small": 4, "medium": 16, "large": 64}     # max_params = factor x model_0's params
 # Pareto variants: their candidate-epochs as a share (at most) of the three NASH runs'
-BUDGETS = {"pareto": 0.5, "pareto-full": 1.0}
+BUDGETS = {"pareto": 0.5, "pareto-full": 1.0, "pareto-floor": 0.5}
+# Pareto variants with a size floor for children (min_params), as a factor x model_0's params
+FLOORS = {"pareto-floor": 1}
 NUM_CLASSES = 10
 DEFAULT_OUT = {False: "runs/pareto-bench", True: "/tmp/pareto-bench-smoke"}
 
@@ -124,8 +129,9 @@ def job_config(job: str) -> dict:
     """A job's settings (all but dataset, seed and threads)."""
     if job.startswith("nash-"):
         return {**t1.SCALE, "max_params": max_params(job.removeprefix("nash-"))}
+    floor = {"min_params": FLOORS[job] * model0_params()} if job in FLOORS else {}
     return {**t1.SCALE, "n_steps": pareto_steps(job), "strategy": "pareto", "approximate": True,
-            "objective": "params", "front_final": 0, "max_params": max_params("large")}
+            "objective": "params", "front_final": 0, "max_params": max_params("large"), **floor}
 
 
 def jobs(seeds: list[int], variants: list[str]) -> list[tuple[str, int]]:
@@ -406,7 +412,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--variants", nargs="+", choices=list(BUDGETS), default=["pareto"],
                     help="Pareto searches to run against the NASH runs (default: pareto, "
-                    "half the NASH runs' candidate-epochs; pareto-full: all of them)")
+                    "half the NASH runs' candidate-epochs; pareto-full: all of them; "
+                    "pareto-floor: pareto with min_params = model_0's params)")
     ap.add_argument("--out", help="default: runs/pareto-bench (--smoke: /tmp/pareto-bench-smoke)")
     ap.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
     ap.add_argument("--data", help="dataset path (default: cpu_table1's 16x16 CIFAR-10 copy)")

@@ -74,6 +74,12 @@ def test_size_limits_are_inclusive():
     assert size_problem(TINY_ARCH, n - 1, None) == "1,048 parameters > max_params 1,047"
     assert size_problem(TINY_ARCH, None, 0.03) == "0.03 MFLOPs > max_mflops 0.03"
     assert size_problem(TINY_ARCH, n - 1, 0.03).startswith("1,048 parameters")
+    # floors, likewise inclusive
+    assert size_problem(TINY_ARCH, None, None, n, m) is None
+    assert size_problem(TINY_ARCH, None, None, n + 1) == "1,048 parameters < min_params 1,049"
+    assert size_problem(TINY_ARCH, None, None, None, 0.031) == \
+        "0.03 MFLOPs < min_mflops 0.031"
+    assert size_problem(TINY_ARCH, n, m, n + 1, None).startswith("1,048 parameters <")
 
 
 def test_image_passes_and_training_bytes():
@@ -376,8 +382,13 @@ def _one_of(key, allowed, got):
     ({"widths": (4, 8)}, "widths must be three positive integers, got [4, 8]"),
     ({"widths": (4, 8, 8, 8)}, "widths must be three positive integers, got [4, 8, 8, 8]"),
     ({"widths": (4, 0, 8)}, "widths must be three positive integers, got [4, 0, 8]"),
-    *[({k: v}, f"{k} must be a positive number, got {v}") for k in ("time_budget", "max_mflops")
-      for v in (0.0, -1.0, NAN, INF)],
+    *[({k: v}, f"{k} must be a positive number, got {v}")
+      for k in ("time_budget", "max_mflops", "min_mflops") for v in (0.0, -1.0, NAN, INF)],
+    ({"min_params": 0}, "min_params must be >= 1, got 0"),
+    ({"min_params": 11, "max_params": 10},
+     "min_params (11) is above max_params (10): no child could be trained"),
+    ({"min_mflops": 2.5, "max_mflops": 2.0},
+     "min_mflops (2.5) is above max_mflops (2): no child could be trained"),
     ({"final_shrink": 0.0}, "final_shrink must be in (0, 1], got 0.0"),
     ({"final_shrink": 1.01}, "final_shrink must be in (0, 1], got 1.01"),
     ({"final_shrink": NAN}, "final_shrink must be in (0, 1], got nan"),
@@ -426,6 +437,7 @@ def test_config_check_rejects(kw, message):
     dict(final_shrink=1.0, final_perturb=0.0, final_lr=0.01, lr_end=0.01),
     dict(final_shrink=1e-9, final_perturb=5.0, final_lr=1e-9),
     dict(max_params=1, eta=2, n_neigh=2, epoch_neigh=2, rungs=(1, 1)),
+    dict(min_params=1, max_params=1, min_mflops=1e-9, max_mflops=1e-9),
     dict(start="arch.json", start_weights="w.safetensors"),
     dict(distill_weight=0.0, distill_temperature=1e-9),
     dict(distill_weight=1.0, distill_temperature=0.5),

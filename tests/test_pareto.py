@@ -338,6 +338,26 @@ def test_size_limits_hold_for_every_child(tmp_path):
     assert all(m["params"] <= limit for m in _front(out))
 
 
+@pytest.mark.parametrize("unit", ["params", "mflops"])
+def test_a_size_floor_holds_for_every_child_but_not_the_start(pareto_run, tmp_path, unit):
+    """min_params / min_mflops: shrinking children under it are drawn again; the start may
+    be under it."""
+    npz, free = pareto_run
+    free_st = RunDir.open(free).state()
+    start = free_st.trained[MODEL0][unit]
+    floor = start + 1 if unit == "params" else start * 1.001   # model_0 is under it
+    assert any(r[unit] < floor for r in free_st.made.values())   # the floor binds
+    out = tmp_path / "run"
+    res = hill_climb(SearchConfig(**{**PARETO, "dataset": npz, f"min_{unit}": floor}),
+                     out).results
+    st = RunDir.open(out).state()
+    assert st.made and all(r[unit] >= floor for r in st.made.values())
+    assert any(f"min_{unit}" in r["reason"] for r in st.redrawn)
+    assert st.trained[MODEL0][unit] == start and res["model0"]["params"] == \
+        free_st.trained[MODEL0]["params"]
+    assert all(m[unit] >= floor for m in _front(out) if m["id"] != MODEL0)
+
+
 def test_a_budget_stops_between_generations_and_the_front_is_finished(tmp_path, monkeypatch):
     from morphclimb import forecast, nash
     npz = str(make_tiny_npz(tmp_path / "tiny.npz"))

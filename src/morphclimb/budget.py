@@ -24,12 +24,18 @@ def mflops(arch: Arch) -> float:
     return forward_flops(arch) / 1e6
 
 
-def size_problem(arch: Arch, max_params: int | None, max_mflops: float | None) -> str | None:
-    """Why `arch` breaks the size limits (None when it does not)."""
+def size_problem(arch: Arch, max_params: int | None, max_mflops: float | None,
+                 min_params: int | None = None, min_mflops: float | None = None) -> str | None:
+    """Why `arch` breaks the size limits (None when it does not): above a maximum, or below
+    a minimum (a floor for children: a Pareto search's shrinking morphisms stay above it)."""
     if max_params is not None and arch.num_params > max_params:
         return f"{arch.num_params:,} parameters > max_params {max_params:,}"
     if max_mflops is not None and mflops(arch) > max_mflops:
         return f"{mflops(arch):.2f} MFLOPs > max_mflops {max_mflops:g}"
+    if min_params is not None and arch.num_params < min_params:
+        return f"{arch.num_params:,} parameters < min_params {min_params:,}"
+    if min_mflops is not None and mflops(arch) < min_mflops:
+        return f"{mflops(arch):.2f} MFLOPs < min_mflops {min_mflops:g}"
     return None
 
 

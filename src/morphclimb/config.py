@@ -55,6 +55,8 @@ class SearchConfig:
     time_budget: float | None = None  # seconds for the whole command ("2h", "30m" accepted)
     max_params: int | None = None     # children above this are redrawn, never trained
     max_mflops: float | None = None   # forward MFLOPs per image, likewise
+    min_params: int | None = None     # children below this are redrawn (the start may be)
+    min_mflops: float | None = None   # forward MFLOPs per image, likewise
     # extras around the search
     snapshot_ensemble: bool = False   # train each step's best on train+val and ensemble them
     retrain: bool = False             # retrain the found architecture from scratch (Table 2)
@@ -126,7 +128,7 @@ FIELDS = {f.name: f for f in fields(SearchConfig)}
 # them out while they hold them, so a NASH run's config.json and journal are byte for byte
 # what they were before the keys existed (from_dict fills them in)
 QUIET = ("approximate", "distill_weight", "distill_temperature", "strategy", "objective",
-         "n_draw", "front_final", "start_model", "final_share")
+         "n_draw", "front_final", "start_model", "final_share", "min_params", "min_mflops")
 _LOWER = {k.lower(): k for k in FIELDS}   # keys are accepted in any case (n_NM: n_nm)
 _HINTS = get_type_hints(SearchConfig)
 # field -> the types its value may have (a union split into its members; a tuple kept whole)
@@ -352,7 +354,7 @@ def check(c: SearchConfig) -> None:
         raise ConfigError(f"workers must be >= 1, got {c.workers}")
     if len(c.widths) != 3 or min(c.widths) < 1:
         raise ConfigError(f"widths must be three positive integers, got {list(c.widths)}")
-    for key in ("time_budget", "max_mflops"):
+    for key in ("time_budget", "max_mflops", "min_mflops"):
         v = getattr(c, key)
         if v is not None and (not math.isfinite(v) or v <= 0):
             raise ConfigError(f"{key} must be a positive number, got {v}")
@@ -374,6 +376,13 @@ def check(c: SearchConfig) -> None:
                           f"{', '.join(ZOO_NAMES)}, got {c.reference!r}")
     if c.max_params is not None and c.max_params < 1:
         raise ConfigError(f"max_params must be >= 1, got {c.max_params}")
+    if c.min_params is not None and c.min_params < 1:
+        raise ConfigError(f"min_params must be >= 1, got {c.min_params}")
+    for unit in ("params", "mflops"):
+        lo, hi = getattr(c, f"min_{unit}"), getattr(c, f"max_{unit}")
+        if lo is not None and hi is not None and lo > hi:
+            raise ConfigError(f"min_{unit} ({lo:g}) is above max_{unit} ({hi:g}): no child "
+                              f"could be trained")
     if c.start_weights is not None and c.start is None:
         raise ConfigError("start_weights needs start (the arch.json the weights belong to)")
     if c.start_model is not None and c.start is None:

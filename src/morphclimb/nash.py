@@ -360,7 +360,8 @@ class Climber:
                                                       probe=self.probe, **approximate)
             if rec is not None:
                 return arch, w
-            why = size_problem(arch, self.c.max_params, self.c.max_mflops)
+            why = size_problem(arch, self.c.max_params, self.c.max_mflops,
+                               self.c.min_params, self.c.min_mflops)
             if why is None and _key(arch) in taken:
                 why = f"same architecture as {taken[_key(arch)]}"
             if why is None:
