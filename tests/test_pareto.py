@@ -352,7 +352,8 @@ def test_a_size_floor_holds_for_every_child_but_not_the_start(pareto_run, tmp_pa
                      out).results
     st = RunDir.open(out).state()
     assert st.made and all(r[unit] >= floor for r in st.made.values())
-    assert any(f"min_{unit}" in r["reason"] for r in st.redrawn)
+    floored = sum(f"min_{unit}" in r["reason"] for r in st.redrawn)
+    assert floored and res["climb"]["redrawn_over_limits"] == floored
     assert st.trained[MODEL0][unit] == start and res["model0"]["params"] == \
         free_st.trained[MODEL0]["params"]
     assert all(m[unit] >= floor for m in _front(out) if m["id"] != MODEL0)

@@ -72,7 +72,9 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
                     "stopped": st.stopped["reason"] if st.stopped else None,
                     "start": (st.started or {}).get("start", {"kind": "model0"}),
                     "redrawn": len(st.redrawn),   # children drawn again (limits, duplicates)
-                    "redrawn_over_limits": sum("max_" in r["reason"] for r in st.redrawn),
+                    # over a maximum or under a floor (size_problem's reasons name the setting)
+                    "redrawn_over_limits": sum(("max_" in r["reason"]) or ("min_" in r["reason"])
+                                               for r in st.redrawn),
                     "skipped": (st.finished or {}).get("skipped") or {}}
     if st.config_changes or st.retried:
         out["resumed_with"] = {"changes": st.config_changes,
