@@ -164,14 +164,21 @@ def test_reference_plan_is_kept_on_resume(tiny_npz, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kw, until", [(dict(final_model="retrain"), "retrain"),
+                                       (dict(final_model="retrain", baseline=True), "retrain"),
+                                       (dict(retrain=True, baseline=True), "final"),
                                        (dict(retrain=True), "final")])
 def test_the_reference_matches_the_time_until_the_answer(tiny_npz, tmp_path, monkeypatch, kw,
                                                          until):
     """Where the retrained network is the answer, its retraining is part of the search's
-    time; where it is only a comparison, it is not."""
+    time; where it is only a comparison, it is not. The baseline (model_0 for comparison)
+    never is: trained before the retraining, its time is taken off."""
     monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.002)
     cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "reference": "auto", "n_steps": 1, **kw})
     hill_climb(cfg, tmp_path / "run")
     st = RunDir.open(tmp_path / "run").state()
     assert st.trained["retrain"]["clock"] > st.trained["final"]["clock"]
-    assert st.reference_plan["matched_seconds"] == st.trained[until]["clock"]
+    base = st.trained.get("baseline")
+    off = base["seconds"] if base and base["clock"] < st.trained[until]["clock"] else 0.0
+    assert (base is not None) == kw.get("baseline", False)
+    assert off > 0 if (base and until == "retrain") else off == 0
+    assert st.reference_plan["matched_seconds"] == st.trained[until]["clock"] - off

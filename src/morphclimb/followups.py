@@ -113,12 +113,17 @@ def reference_plan(climber) -> dict:
 def answer_clock(climber) -> float:
     """The search's wall time up to its answer: its clock at the last of its final trainings
     (a Pareto search's members too) or, where the run hands out its architecture retrained
-    from scratch (final_model), at that retraining."""
+    from scratch (final_model), at that retraining; less the baseline's training when it ran
+    before that point (model_0 trained for comparison is no part of making the answer)."""
     st = climber.state
     ids = [m for m, r in st.trained.items() if r.get("role") == "final"]
     if RETRAIN in st.trained and st.chosen_model(climber.c.to_dict()) == RETRAIN:
         ids.append(RETRAIN)
-    return max(float(st.trained[m].get("clock") or 0.0) for m in ids)
+    until = max(float(st.trained[m].get("clock") or 0.0) for m in ids)
+    base = st.trained.get(BASELINE)
+    if base is not None and float(base.get("clock") or 0.0) <= until:
+        until -= float(base.get("seconds") or 0.0)
+    return until
 
 
 def run_reference(climber) -> dict:
