@@ -130,7 +130,8 @@ def test_reference_trained_for_the_search_wall_time(tiny_npz, tmp_path, monkeypa
     assert plan["start_point"] == closest(final["params"], classes=4, size=8)
     n_full, n_test = 192, 48                      # the tiny set's training and test images
     then = final["seconds"] / (final["epochs"] * n_full + n_test / 3)
-    assert plan["timed"] == {"reference": 0.002, "answer": 0.001, "answer_in_search": then}
+    assert plan["timed"] == {"reference": 0.002, "answer": 0.001, "ratio": 2.0, "rounds": 5,
+                             "answer_in_search": then}
     assert plan["seconds_per_image"] == pytest.approx(2 * then)
     assert plan["epochs"] == max(1, int((final["clock"] / plan["seconds_per_image"]
                                          - n_test / 3) // n_full))
@@ -146,6 +147,22 @@ def test_reference_trained_for_the_search_wall_time(tiny_npz, tmp_path, monkeypa
     text = show_run(tmp_path / "run")
     assert f"reference {plan['start_point']} trained alone" in text
     assert ("LOST" in text) == (r["answer_minus_reference"] > 0)
+
+
+def test_the_speed_ratio_is_the_median_round_timed_in_turn(monkeypatch):
+    """Reference and answer are timed alternately; a burst of load in one round (the first
+    answer timing here) moves neither the ratio nor, much, the medians."""
+    ref_times, ans_times = iter([1.0, 3.0, 5.0, 7.0, 9.0]), iter([100.0, 6.0, 10.0, 14.0, 18.0])
+    calls = []
+
+    def timed(arch, *a, **k):
+        calls.append(arch)
+        return next(ref_times if arch == "ref" else ans_times)
+
+    monkeypatch.setattr(followups, "seconds_per_image", timed)
+    got = followups.speed_ratio("ref", "ans", None, None, None, None, None)
+    assert calls == ["ref", "ans"] * 5
+    assert got == {"reference": 5.0, "answer": 14.0, "ratio": 0.5, "rounds": 5}
 
 
 def test_reference_plan_is_kept_on_resume(tiny_npz, tmp_path, monkeypatch):

@@ -60,6 +60,25 @@ def seconds_per_image(arch, data, config, mean, std, device, batches: int = 4) -
     return (time.perf_counter() - t) / max(n, 1)
 
 
+ROUNDS = 5   # side-by-side timings of the reference and the answer (the median pair counts)
+
+
+def speed_ratio(ref_arch, answer_arch, data, config, mean, std, device, rounds: int = ROUNDS
+                ) -> dict[str, float]:
+    """The reference's training time per image over the answer's, timed in turn (reference,
+    answer, reference, ...) `rounds` times: the median of the rounds' ratios, so that load
+    that changes while they are timed moves each round's pair alike and a burst in one
+    round does not count. Also the median seconds per image of each."""
+    import statistics
+    ref, ans = [], []
+    for _ in range(rounds):
+        ref.append(seconds_per_image(ref_arch, data, config, mean, std, device))
+        ans.append(seconds_per_image(answer_arch, data, config, mean, std, device))
+    ratios = [r / a for r, a in zip(ref, ans) if a > 0]
+    return {"reference": statistics.median(ref), "answer": statistics.median(ans),
+            "ratio": statistics.median(ratios) if ratios else 1.0, "rounds": rounds}
+
+
 def reference_epochs(seconds: float, per_image: float, n_train: int, n_eval: int) -> int:
     """The most whole epochs on n_train images, plus one evaluation of n_eval images (a third
     of a training pass each), that take at most `seconds` at `per_image`; at least 1."""
@@ -74,8 +93,8 @@ def reference_plan(climber) -> dict:
     The wall time to match is the search's up to its answer (`answer_clock`: climb, final
     training(s) and, where the retrained network is the answer, its retraining). The epochs
     are as many as fit in it at the reference's speed under the search's own conditions: the
-    reference and the answer are timed side by side here on a few batches, and their ratio
-    scales what the answer's final training took per image during the search (a machine
+    reference and the answer are timed in turn here, a few batches each, five rounds
+    (`speed_ratio`: the median round's ratio), and that ratio scales what the answer's final training took per image during the search (a machine
     busier or quieter now than during the search changes both alike). The network is
     `reference`, or with "auto" the CIFAR ResNet closest to the answer's parameter count.
     """
@@ -95,14 +114,11 @@ def reference_plan(climber) -> dict:
     seconds = answer_clock(climber)
     config = climber.task(REFERENCE, arch, None, 1).config    # the search's training settings
     device = resolve_device(c.device)
-    now = {"reference": seconds_per_image(arch, split.train_full, config, split.mean,
-                                          split.std, device),
-           "answer": seconds_per_image(climber.load_arch(FINAL), split.train_full, config,
-                                       split.mean, split.std, device)}
+    now = speed_ratio(arch, climber.load_arch(FINAL), split.train_full, config, split.mean,
+                      split.std, device)
     passes = image_passes(final["epochs"], len(split.train_full), len(split.test))
     then = final.get("seconds", 0.0) / passes if passes else 0.0   # the answer, in the search
-    per_image = now["reference"] * then / now["answer"] if then > 0 and now["answer"] > 0 \
-        else now["reference"]
+    per_image = now["ratio"] * then if then > 0 else now["reference"]
     epochs = reference_epochs(seconds, per_image, len(split.train_full), len(split.test))
     return climber.log({"event": Event.REFERENCE_PLANNED, "start_point": name,
                         "epochs": epochs, "matched_seconds": seconds,
