@@ -264,6 +264,99 @@ def test_front_numbers_come_from_the_journal(pareto_run):
     assert {e["id"] for e in gens[-1]["front"]} == {m["id"] for m in res["front"]}
 
 
+def test_front_results_are_rebuilt_from_the_journal_field_by_field(pareto_run):
+    """results.json's front and generations, recomputed here from the journal, hold each
+    member's own records: its id, validation error, size, step, lineage epochs and the final
+    training whose parent it is (or none)."""
+    from morphclimb.pareto import front_results
+    from morphclimb.results import collect_results
+    _, out = pareto_run
+    run = RunDir.open(out)
+    st = run.state()
+    res = collect_results(run, write=False)
+    assert {k: res[k] for k in ("front", "generations", "strategy", "objective")} == {
+        k: json.loads((out / "results.json").read_text())[k]
+        for k in ("front", "generations", "strategy", "objective")}
+
+    def entry(m):
+        r = st.trained[m]
+        return {"id": m, "val_error": round(100 * (1 - r["val_accuracy"]), 4),
+                "params": r["params"], "mflops": r["mflops"], "step": r.get("step", 0),
+                "epochs": r.get("lineage", 0)}
+
+    finals = {r["parent"]: r for r in st.trained.values()
+              if r.get("role") == "final" and "parent" in r}
+    last = st.kept(max(st.decided))
+    want = sorted(last, key=lambda m: (st.trained[m]["params"],
+                                       1 - st.trained[m]["val_accuracy"]))
+    assert res["front"] == [
+        {**entry(m), "model": finals[m]["model"],
+         "test_error": round(100 * (1 - finals[m]["test_accuracy"]), 4)} for m in want]
+    assert any(e["step"] > 0 and e["epochs"] > PARETO["epoch_pretrain"] for e in res["front"])
+    assert res["generations"] == [{"step": 0, "front": [entry(MODEL0)]}] + [
+        {"step": i, "front": sorted((entry(m) for m in st.kept(i)), key=lambda e: e["params"])}
+        for i in sorted(st.decided)]
+    assert (res["strategy"], res["objective"]) == ("pareto", "params")
+    by_mflops = front_results(st, "mflops")
+    assert [e["id"] for e in by_mflops["front"]] == sorted(
+        last, key=lambda m: (st.trained[m]["mflops"], 1 - st.trained[m]["val_accuracy"]))
+    assert by_mflops["objective"] == "mflops"
+    for g in by_mflops["generations"][1:]:
+        assert [e["mflops"] for e in g["front"]] == sorted(e["mflops"] for e in g["front"])
+
+
+def test_front_results_order_by_the_objective_asked_for():
+    """Three members whose order by parameters (a, b, c) is not their order by MFLOPs
+    (b, c, a): the front and each generation follow the objective."""
+    from morphclimb.pareto import front_results
+    from morphclimb.state import RunState
+
+    def trained(m, err, params, mflops, step, **kw):
+        return {"event": "model_trained", "model": m, "val_accuracy": 1 - err / 100,
+                "params": params, "mflops": mflops, "step": step, "lineage": 4 * (step + 1),
+                "role": "child" if step else "pretrain", **kw}
+
+    st = RunState.replay([
+        trained(MODEL0, 60.0, 5, 0.5, 0),
+        trained("a", 30.0, 10, 3.0, 1), trained("b", 20.123456, 20, 1.0, 1),
+        trained("c", 10.0, 30, 2.0, 1),
+        {"event": "step_decided", "step": 1, "best": "c", "kept": ["c", "b", "a"]},
+        {**trained("final-b", 15.0, 20, 1.0, 1, test_accuracy=0.8123456), "role": "final",
+         "parent": "b"}])
+    for objective, order in (("params", ["a", "b", "c"]), ("mflops", ["b", "c", "a"])):
+        res = front_results(st, objective)
+        assert [m["id"] for m in res["front"]] == order
+        assert [m["id"] for m in res["generations"][1]["front"]] == order
+        assert [m["id"] for m in res["generations"][0]["front"]] == [MODEL0]
+        b = next(m for m in res["front"] if m["id"] == "b")
+        assert (b["model"], b["test_error"], b["val_error"], b["epochs"], b["step"]) == (
+            "final-b", 18.7654, 20.1235, 8, 1)
+        assert all(m["model"] is None and m["test_error"] is None
+                   for m in res["front"] if m["id"] != "b")
+
+
+def test_member_final_and_current_front_read_the_journal(pareto_run):
+    from morphclimb.pareto import current_front, member_final
+    from morphclimb.state import RunState
+    _, out = pareto_run
+    run = RunDir.open(out)
+    st = run.state()
+    for m in st.kept(max(st.decided)):
+        f = member_final(st, m)
+        assert f is not None and st.trained[f]["parent"] == m and st.trained[f]["role"] == \
+            "final"
+    loser = next(m for m, r in st.trained.items()
+                 if r.get("role") == "child" and m not in st.kept(max(st.decided)))
+    assert member_final(st, loser) is None and member_final(st, "nobody") is None
+    assert [r["model"] for r in current_front(st)] == st.kept(max(st.decided))
+    recs = run.records()
+    first = next(i for i, r in enumerate(recs) if r["event"] == "step_decided")
+    assert [r["model"] for r in current_front(RunState.replay(recs[:first]))] == [MODEL0]
+    assert [r["model"] for r in current_front(RunState.replay(recs[:first + 1]))] == \
+        st.kept(1)
+    assert current_front(RunState.replay(recs[:1])) == []
+
+
 def test_approximate_children_learn_from_their_parent(pareto_run):
     _, out = pareto_run
     st = RunDir.open(out).state()

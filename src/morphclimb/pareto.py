@@ -140,8 +140,7 @@ def front_results(state, objective: str) -> dict:
     member's final training where it had one, and the front after every generation."""
     def entry(r: Record) -> dict:
         return {"id": r["model"], "val_error": round(error(r), 4), "params": r["params"],
-                "mflops": r.get("mflops"), "step": r.get("step", 0),
-                "epochs": r.get("lineage", 0)}
+                "mflops": r["mflops"], "step": r["step"], "epochs": r["lineage"]}
     front = current_front(state)
     finals = {r["parent"]: r for r in state.trained.values()
               if r.get("role") == "final" and "parent" in r}
