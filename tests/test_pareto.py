@@ -135,7 +135,8 @@ def test_keep_front_keeps_the_non_dominated_of_old_and_new():
 
 def test_halving_ranks_by_level_then_error():
     recs = [_rec("a", 40, 4000), _rec("b", 45, 500), _rec("c", 41, 5000), _rec("d", 46, 600)]
-    assert [r["model"] for r in pareto_ranked("params")(1, recs)] == ["a", "b", "c", "d"]
+    for order in (recs, recs[::-1], [recs[2], recs[0], recs[3], recs[1]]):
+        assert [r["model"] for r in pareto_ranked("params")(1, order)] == ["a", "b", "c", "d"]
 
 
 def test_sparse_proposer_samples_inversely_to_density():
@@ -157,6 +158,36 @@ def test_sparse_proposer_samples_inversely_to_density():
     assert sum("far" in x for x in picks) > 30     # the sparse child nearly always trained
     assert Sparse(8, 8, "params", 0).to_train(1, children, crowd) == [c["model"] for c in
                                                                        children]
+    # as many children as are trained: all of them, in their order (nothing drawn)
+    assert Sparse(7, 7, "params", 0).to_train(1, children, crowd) == [c["model"] for c in
+                                                                       children]
+
+
+def test_sparse_draws_from_its_own_documented_streams():
+    """Parents come from derive_seed(seed, "parents", step), the trained children from
+    derive_seed(seed, "accept", step): fixed so that a run's draws never change between
+    versions, and different for every step."""
+    from morphclimb.seeds import derive_seed
+    crowd = [_rec(f"c{k}", 40 + k, 1000 * 2 ** k) for k in range(6)]
+    children = [{"model": f"k{i}", "params": int(1500 * 1.4 ** i)} for i in range(9)]
+    sizes = [r["params"] for r in crowd]
+    p = Sparse(n_neigh=3, n_draw=12, objective="params", seed=5)
+    for step in (1, 2):
+        rng = np.random.default_rng(derive_seed(5, "parents", step))
+        want = F.sample(rng, F.inverse_density_weights(sizes, sizes), 12, replace=True)
+        assert p.parent_of(step, crowd) == [crowd[k] for k in want]
+        rng = np.random.default_rng(derive_seed(5, "accept", step))
+        w = F.inverse_density_weights(sizes, [c["params"] for c in children])
+        assert p.to_train(step, children, crowd) == [
+            children[k]["model"] for k in F.sample(rng, w, 3, replace=False)]
+    assert p.parent_of(1, crowd) != p.parent_of(2, crowd)
+    assert p.to_train(1, children, crowd) != p.to_train(2, children, crowd)
+
+
+def test_final_ids_name_the_member():
+    from morphclimb.pareto import final_id
+    assert final_id("s02c3", "s02c3") == FINAL
+    assert final_id("s01c1", "s02c3") == f"{FINAL}-s01c1"
 
 
 def test_rules_follow_the_config():
