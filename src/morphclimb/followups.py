@@ -94,9 +94,10 @@ def reference_plan(climber) -> dict:
     training(s) and, where the retrained network is the answer, its retraining). The epochs
     are as many as fit in it at the reference's speed under the search's own conditions: the
     reference and the answer are timed in turn here, a few batches each, five rounds
-    (`speed_ratio`: the median round's ratio), and that ratio scales what the answer's final training took per image during the search (a machine
-    busier or quieter now than during the search changes both alike). The network is
-    `reference`, or with "auto" the CIFAR ResNet closest to the answer's parameter count.
+    (`speed_ratio`: the median round's ratio), and that ratio scales what the answer's final
+    training took per image during the search (a machine busier or quieter now than during
+    the search changes both alike). The network is `reference`, or with "auto" the CIFAR
+    ResNet closest to the answer's parameter count.
     """
     state = climber.state
     if state.reference_plan is not None:
