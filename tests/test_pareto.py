@@ -515,11 +515,24 @@ def test_a_budget_stops_between_generations_and_the_front_is_finished(tmp_path, 
     assert len(front) > 1
 
 
-def test_the_local_executor_finds_the_same_front(pareto_run, tmp_path):
+@pytest.mark.parametrize("executor", ["local", "streams", "ray"])
+def test_every_executor_finds_the_same_front(pareto_run, tmp_path, executor):
+    """The same children, distilled alike, trained to the same front under each executor."""
+    if executor == "ray":
+        ray = pytest.importorskip("ray")
+        assert not ray.is_initialized()
     npz, out = pareto_run
-    hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "executor": "local", "workers": 2}),
-               tmp_path / "local")
-    assert _front(tmp_path / "local") == _front(out)
+    hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "executor": executor, "workers": 2}),
+               tmp_path / executor)
+    assert _front(tmp_path / executor) == _front(out)
+
+    def distilled(run):
+        return {m: (r["distill"], r["val_accuracy"])
+                for m, r in RunDir.open(run).state().trained.items() if r.get("distill")}
+
+    assert distilled(out) and distilled(tmp_path / executor) == distilled(out)
+    if executor == "ray":
+        assert not ray.is_initialized()      # the local cluster it started is shut down
 
 
 def test_a_pareto_search_can_start_from_a_run(pareto_run, tmp_path):
