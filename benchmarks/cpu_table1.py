@@ -229,16 +229,22 @@ def child_cost(run_dir: Path, n_train: int) -> tuple[float, float]:
     pretraining, the final training and the jobs after it are not counted.
     """
     image_epochs = seconds = 0.0
+    for r in journal_records(run_dir):
+        if r.get("event") == "model_trained" and r.get("role") in ("child", "incumbent"):
+            image_epochs += r["epochs"] * n_train
+            seconds += r.get("seconds", 0.0)
+    return image_epochs, seconds
+
+
+def journal_records(run_dir: Path):
+    """The records of a run's journal, read as they stand (a torn last line of a killed run
+    left out)."""
     with open(Path(run_dir) / "journal.jsonl") as f:
         for line in f:
             try:
-                r = json.loads(line)
-            except json.JSONDecodeError:   # a torn last line of a killed run
+                yield json.loads(line)
+            except json.JSONDecodeError:
                 continue
-            if r.get("event") == "model_trained" and r.get("role") in ("child", "incumbent"):
-                image_epochs += r["epochs"] * n_train
-                seconds += r.get("seconds", 0.0)
-    return image_epochs, seconds
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:

@@ -166,15 +166,10 @@ def training_tflop(run_dir: Path, n_train: int, n_full: int) -> float:
     train + validation for a final training (part train_full), else on train; evaluations
     left out. Unlike seconds, the same on a loaded machine as on a quiet one."""
     total = 0.0
-    with open(Path(run_dir) / "journal.jsonl") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:   # a torn last line of a killed run
-                continue
-            if r.get("event") == "model_trained":
-                images = n_full if r.get("part") == "train_full" else n_train
-                total += r["epochs"] * images * r["mflops"] * 1e6
+    for r in t1.journal_records(run_dir):
+        if r.get("event") == "model_trained":
+            images = n_full if r.get("part") == "train_full" else n_train
+            total += r["epochs"] * images * r["mflops"] * 1e6
     return total / 1e12
 
 
