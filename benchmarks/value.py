@@ -73,7 +73,10 @@ def run(name: str, overrides: dict, seed: int, out: Path, threads: int | None) -
 def row(r: dict) -> dict:
     ref = r.get("reference") or {}
     # the run's answer: the search's final model, or its retrain where final_model says so
-    return {"error": r[r.get("model", "final")]["test_error"], "wall": r["search_clock_s"],
+    # the wall time of the answer: what its reference was matched to (with a retrained answer,
+    # the retraining included and the baseline left out), else the clock at the final's test
+    return {"error": r[r.get("model", "final")]["test_error"],
+            "wall": ref.get("matched_seconds") or r["search_clock_s"],
             "search_error": r["final"]["test_error"],
             "params": r["final"]["params"], "ref_error": ref.get("test_error"),
             "ref_name": ref.get("start_point"), "ref_wall": ref.get("seconds"),
@@ -114,14 +117,15 @@ def main() -> None:
             print(f"{name} seed {seed}: {got[name][seed]}", flush=True)
     print(f"machine: {t1.cpu_model()}; demo preset; runs under {out}")
     print("| seed | (a) search from model_0: error, wall s | (b) search from "
-          f"{args.start}: error, wall s | (c) {args.start} alone, (b)'s wall time: error, "
+          f"{args.start}: the answer's error (which model; the search's own), wall s | (c) {args.start} alone, (b)'s wall time: error, "
           "epochs, wall s | (b) minus (c) |")
     print("|---|---|---|---|---:|")
     a, b = got["model0"], got[args.start]
     diffs = {}
     for s in sorted(set(a) | set(b)):
         ca = f"{a[s]['error']:.2f}%, {a[s]['wall']:.0f}" if s in a else "-"
-        cb = f"{b[s]['error']:.2f}%, {b[s]['wall']:.0f}" if s in b else "-"
+        cb = (f"{b[s]['error']:.2f}% ({b[s]['model']}; {b[s]['search_error']:.2f}%), "
+              f"{b[s]['wall']:.0f}") if s in b else "-"
         cc, d = "-", "-"
         if s in b and b[s]["ref_error"] is not None:
             cc = f"{b[s]['ref_error']:.2f}%, {b[s]['ref_epochs']}, {b[s]['ref_wall']:.0f}"
