@@ -351,6 +351,7 @@ def test_front_results_order_by_the_objective_asked_for():
         trained(MODEL0, 60.0, 5, 0.5, 0),
         trained("a", 30.0, 10, 3.0, 1), trained("b", 20.123456, 20, 1.0, 1),
         trained("c", 10.0, 30, 2.0, 1),
+        trained("d", 50.0, 40, 4.0, 1, parent="a"),    # a's child (not kept): not a's final
         {"event": "step_decided", "step": 1, "best": "c", "kept": ["c", "b", "a"]},
         {**trained("final-b", 15.0, 20, 1.0, 1, test_accuracy=0.8123456), "role": "final",
          "parent": "b"}])
