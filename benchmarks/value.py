@@ -146,9 +146,12 @@ def main() -> None:
         print("|---|---|---|---:|")
         pd = {}
         for s_, p_ in sorted(got["plan"].items()):
+            answer = f"{p_['error']:.2f}% ({p_['model']}), {p_['wall']:.0f}, {p_['final_epochs']}"
+            if p_["ref_error"] is None:      # its reference not trained yet (run without
+                print(f"| {s_} | {answer} | - | - |")    # --report-only to train it)
+                continue
             pd[s_] = p_["error"] - p_["ref_error"]
-            print(f"| {s_} | {p_['error']:.2f}% ({p_['model']}), {p_['wall']:.0f}, "
-                  f"{p_['final_epochs']} | {p_['ref_error']:.2f}%, {p_['ref_epochs']}, "
+            print(f"| {s_} | {answer} | {p_['ref_error']:.2f}%, {p_['ref_epochs']}, "
                   f"{p_['ref_wall']:.0f} | {pd[s_]:+.2f} |")
         if len(pd) > 1:
             m, sd = statistics.mean(pd.values()), statistics.stdev(pd.values())
