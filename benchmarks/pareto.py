@@ -174,14 +174,16 @@ def training_tflop(run_dir: Path, n_train: int, n_full: int) -> float:
 
 
 def compute(run_dir: Path, r: dict) -> dict:
-    """The run's training compute (`tflop`) and each front member's final training's
-    (`final_tflop`, member -> TFLOPs) from its journal; `r`: its results.json."""
+    """The run's training compute (`tflop`) and each front member's final training's, in
+    TFLOPs and in seconds (`final_tflop`, `final_s`: member -> cost) from its journal; `r`:
+    its results.json."""
     n_train, n_full = t1.train_images(r["config"]), r["dataset"]["sizes"]["train"]
     finals = [t for t in RunDir.open(run_dir).state().trained.values()
               if t.get("role") == "final" and "parent" in t]
     return {"tflop": training_tflop(run_dir, n_train, n_full),
             "final_tflop": {t["parent"]: t["epochs"] * n_full * t["mflops"] / 1e6
-                            for t in finals}}
+                            for t in finals},
+            "final_s": {t["parent"]: t.get("seconds", 0.0) for t in finals}}
 
 
 def record(job: str, run_dir: Path, r: dict) -> dict:
@@ -197,8 +199,6 @@ def record(job: str, run_dir: Path, r: dict) -> dict:
            "children_failed": r.get("children_failed", 0)}
     if "front" in r:
         rec["front"] = r["front"]
-        rec["final_s"] = {t["parent"]: t.get("seconds", 0.0) for t in state.trained.values()
-                          if t.get("role") == "final" and "parent" in t}
     return rec
 
 

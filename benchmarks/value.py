@@ -117,8 +117,8 @@ def main() -> None:
             print(f"{name} seed {seed}: {got[name][seed]}", flush=True)
     print(f"machine: {t1.cpu_model()}; demo preset; runs under {out}")
     print("| seed | (a) search from model_0: error, wall s | (b) search from "
-          f"{args.start}: the answer's error (which model; the search's own), wall s | (c) {args.start} alone, (b)'s wall time: error, "
-          "epochs, wall s | (b) minus (c) |")
+          f"{args.start}: the answer's error (which model; the search's own), wall s | "
+          f"(c) {args.start} alone, (b)'s wall time: error, epochs, wall s | (b) minus (c) |")
     print("|---|---|---|---|---:|")
     a, b = got["model0"], got[args.start]
     diffs = {}

@@ -3,6 +3,8 @@ ensemble. Each is journaled like the search and skipped when its record is alrea
 
 from __future__ import annotations
 
+import statistics
+
 from .budget import EVAL_SHARE
 from .events import BASELINE, FINAL, REFERENCE, RETRAIN, Event, snapshot_id
 from .model0 import starting_arch
@@ -69,7 +71,6 @@ def speed_ratio(ref_arch, answer_arch, data, config, mean, std, device, rounds: 
     answer, reference, ...) `rounds` times: the median of the rounds' ratios, so that load
     that changes while they are timed moves each round's pair alike and a burst in one
     round does not count. Also the median seconds per image of each."""
-    import statistics
     ref, ans = [], []
     for _ in range(rounds):
         ref.append(seconds_per_image(ref_arch, data, config, mean, std, device))
