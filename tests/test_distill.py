@@ -50,9 +50,10 @@ def test_distill_loss_on_crafted_logits():
 @pytest.mark.parametrize("w, T", [(-0.1, 4.0), (1.5, 4.0), (0.5, 0.0), (0.5, float("inf")),
                                   (True, 4.0)])
 def test_distill_settings_are_checked(w, T):
-    with pytest.raises(ConfigError):
+    bad = "weight" if T == 4.0 else "temperature"   # each case breaks exactly one setting
+    with pytest.raises(ConfigError, match=f": distill {bad} must be"):
         Distill(w, T)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=f"^distill_{bad}( must be|: expected float)"):
         SearchConfig(distill_weight=w, distill_temperature=T)
 
 

@@ -125,8 +125,9 @@ def test_search_result_points_to_the_front(pareto_run, capsys):
                                            ("evaluate", "--member"), ("retrain", "--member"),
                                            ("search", "--start-member")])
 def test_help_names_the_member_flags(command, flag, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main([command, "--help"])
+    assert e.value.code == 0
     assert flag + " ID" in capsys.readouterr().out
 
 
@@ -330,7 +331,7 @@ def test_start_member_errors_are_one_line(root, pareto_run, tmp_path, capsys):
 
 def test_library_errors_are_typed(pareto_run, nash_run):
     from morphclimb.members import member_model, pick
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="^--model and --member both pick a model"):
         pick(pareto_run, model="final", member="s01c1")
     with pytest.raises(RunDirError, match="nash run"):
         member_model(nash_run, "s01c1")

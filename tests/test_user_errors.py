@@ -186,7 +186,7 @@ def test_other_import_errors_are_not_hidden(finished_run, monkeypatch):
     import morphclimb.commands
     monkeypatch.setattr(morphclimb.commands, "show_run",
                         lambda *a, **k: __import__("no_such_module_anywhere"))
-    with pytest.raises(ModuleNotFoundError):
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_anywhere"):
         main(["show", str(finished_run)])
 
 
