@@ -73,10 +73,11 @@ def run(name: str, overrides: dict, seed: int, out: Path, threads: int | None) -
 def row(r: dict) -> dict:
     ref = r.get("reference") or {}
     # the run's answer: the search's final model, or its retrain where final_model says so
-    # the wall time of the answer: what its reference was matched to (with a retrained answer,
-    # the retraining included and the baseline left out), else the clock at the final's test
+    # the wall time of the answer (with a retrained answer, the retraining included and the
+    # baseline left out): answer_clock_s, or in runs older than it what the reference was
+    # matched to, else the clock at the final's test
     return {"error": r[r.get("model", "final")]["test_error"],
-            "wall": ref.get("matched_seconds") or r["search_clock_s"],
+            "wall": r.get("answer_clock_s") or ref.get("matched_seconds") or r["search_clock_s"],
             "search_error": r["final"]["test_error"],
             "params": r["final"]["params"], "ref_error": ref.get("test_error"),
             "ref_name": ref.get("start_point"), "ref_wall": ref.get("seconds"),

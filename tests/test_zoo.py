@@ -199,3 +199,6 @@ def test_the_reference_matches_the_time_until_the_answer(tiny_npz, tmp_path, mon
     assert (base is not None) == kw.get("baseline", False)
     assert off > 0 if (base and until == "retrain") else off == 0
     assert st.reference_plan["matched_seconds"] == st.trained[until]["clock"] - off
+    # results.json says how long the answer took, the same number
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["model"] == until and res["answer_clock_s"] == st.trained[until]["clock"] - off

@@ -129,13 +129,20 @@ def reference_plan(climber) -> dict:
 
 
 def answer_clock(climber) -> float:
-    """The search's wall time up to its answer: its clock at the last of its final trainings
-    (a Pareto search's members too) or, where the run hands out its architecture retrained
-    from scratch (final_model), at that retraining; less the baseline's training when it ran
-    before that point (model_0 trained for comparison is no part of making the answer)."""
-    st = climber.state
+    """The search's wall time up to its answer (`answer_seconds` of the climber's run)."""
+    return answer_seconds(climber.state, climber.c.to_dict())
+
+
+def answer_seconds(st, config: dict) -> float | None:
+    """The wall time a run took to make its answer: its clock at the last of its final
+    trainings (a Pareto search's members too) or, where the run hands out its architecture
+    retrained from scratch (final_model), at that retraining; less the baseline's training
+    when it ran before that point (model_0 trained for comparison is no part of making the
+    answer). None before the final training."""
     ids = [m for m, r in st.trained.items() if r.get("role") == "final"]
-    if RETRAIN in st.trained and st.chosen_model(climber.c.to_dict()) == RETRAIN:
+    if not ids:
+        return None
+    if RETRAIN in st.trained and st.chosen_model(config) == RETRAIN:
         ids.append(RETRAIN)
     until = max(float(st.trained[m].get("clock") or 0.0) for m in ids)
     base = st.trained.get(BASELINE)

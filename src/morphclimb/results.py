@@ -62,6 +62,10 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     out["runtime_s"] = sum(r.get("seconds", 0.0) for r in searched)
     finals = [r.get("clock") or 0.0 for r in trained.values() if r.get("role") == "final"]
     out["search_clock_s"] = max(finals) if FINAL in trained else None
+    # the time until the answer (`model`) was ready, retraining included where it is the
+    # answer, the baseline's training not: what the equal-time reference is matched to
+    from .followups import answer_seconds
+    out["answer_clock_s"] = answer_seconds(st, st.config(run.config()))
     out["models_trained"] = len(trained)
     out["children_failed"] = len(failed)
     cfg = out["config"]
