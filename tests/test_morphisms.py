@@ -198,25 +198,146 @@ def test_invalid_positions_are_excluded_and_rejected():
     assert_exact(a, sd, a2, s2, x=torch.randn(2, 3, 8, 8, dtype=torch.float64))
 
 
+RELUS = "(candidates: relu1, relu2, relu3)"
+CONVS = "(candidates: conv1, conv2, conv3)"
+ENDS = "(candidates: relu1, pool1, relu2, pool2, relu3)"
+DEEPER_FIELDS = "a deeper record has fields ['after', 'kernel']"
+ODD = "deeper: kernel must be an odd positive integer (3 or 5 in the search), got"
+AT_LEAST_2 = "wider: factor must be an integer of at least 2 (2 or 4 in the search), got"
+
+
 @pytest.mark.parametrize("record, message", [
-    ({"op": "deeper", "after": "relu99", "kernel": 3}, "'relu99' is not a node"),
-    ({"op": "deeper", "after": "conv1", "kernel": 3}, "'conv1' is a conv node"),
-    ({"op": "deeper", "after": "relu1", "kernel": 4}, "kernel must be"),
-    ({"op": "deeper", "after": "relu1"}, r"missing field\(s\) \['kernel'\]"),
-    ({"op": "deeper", "after": "relu1", "kernel": 3, "x": 1}, r"unknown field\(s\) \['x'\]"),
-    ({"op": "wider", "conv": "bn1", "factor": 2}, "'bn1' is a bn node"),
-    ({"op": "wider", "conv": "conv9", "factor": 2}, "'conv9' is not a node"),
-    ({"op": "wider", "conv": "conv1", "factor": 1}, "factor must be"),
-    ({"op": "skip", "mode": "add", "source": "relu3", "target": "relu1"}, "must come before"),
-    ({"op": "skip", "mode": "add", "source": "relu1", "target": "relu1"}, "must come before"),
-    ({"op": "skip", "mode": "add", "source": "relu1", "target": "pool1"}, "bypass no layer"),
-    ({"op": "skip", "mode": "add", "source": "conv1", "target": "relu3"}, "'conv1' is a conv"),
-    ({"op": "skip", "mode": "sum", "source": "relu1", "target": "relu3"}, "mode must be"),
-    ({"op": "shrink"}, "unknown morphism 'shrink'"),
+    ({"op": "deeper", "after": "relu99", "kernel": 3},
+     f"deeper: 'after' 'relu99' is not a node of this architecture {RELUS}"),
+    ({"op": "deeper", "after": 7, "kernel": 3},
+     f"deeper: 'after' 7 is not a node of this architecture {RELUS}"),
+    ({"op": "deeper", "after": "conv1", "kernel": 3},
+     f"deeper: 'after' 'conv1' is a conv node, but it must be a relu node {RELUS}"),
+    ({"op": "deeper", "after": "relu1", "kernel": 4}, f"{ODD} 4"),
+    ({"op": "deeper", "after": "relu1", "kernel": -1}, f"{ODD} -1"),
+    ({"op": "deeper", "after": "relu1", "kernel": True}, f"{ODD} True"),
+    ({"op": "deeper", "after": "relu1", "kernel": 3.0}, f"{ODD} 3.0"),
+    ({"op": "deeper", "after": "relu1"},
+     f"deeper record {{'op': 'deeper', 'after': 'relu1'}}: missing field(s) ['kernel']; "
+     f"{DEEPER_FIELDS}"),
+    ({"op": "deeper", "after": "relu1", "kernel": 3, "x": 1},
+     f"deeper record {{'op': 'deeper', 'after': 'relu1', 'kernel': 3, 'x': 1}}: unknown "
+     f"field(s) ['x']; {DEEPER_FIELDS}"),
+    ({"op": "deeper", "kernel": 3, "y": 2, "x": 1},
+     f"deeper record {{'op': 'deeper', 'kernel': 3, 'y': 2, 'x': 1}}: missing field(s) "
+     f"['after']; unknown field(s) ['x', 'y']; {DEEPER_FIELDS}"),
+    ({"op": "wider", "conv": "bn1", "factor": 2},
+     f"wider: 'conv' 'bn1' is a bn node, but it must be a conv node {CONVS}"),
+    ({"op": "wider", "conv": "conv9", "factor": 2},
+     f"wider: 'conv' 'conv9' is not a node of this architecture {CONVS}"),
+    ({"op": "wider", "conv": "conv1", "factor": 1}, f"{AT_LEAST_2} 1"),
+    ({"op": "wider", "conv": "conv1", "factor": True}, f"{AT_LEAST_2} True"),
+    ({"op": "wider", "conv": "conv1", "factor": "2"}, f"{AT_LEAST_2} '2'"),
+    ({"op": "skip", "mode": "add", "source": "relu3", "target": "relu1"},
+     "skip: source 'relu3' must come before target 'relu1' in the network (a skip from a node "
+     "to itself or backwards makes a cycle)"),
+    ({"op": "skip", "mode": "add", "source": "relu1", "target": "relu1"},
+     "skip: source 'relu1' must come before target 'relu1' in the network (a skip from a node "
+     "to itself or backwards makes a cycle)"),
+    ({"op": "skip", "mode": "add", "source": "relu1", "target": "pool1"},
+     "skip: target 'pool1' is computed from source 'relu1' by relu/maxpool alone, so a skip "
+     "between them would bypass no layer"),
+    ({"op": "skip", "mode": "add", "source": "conv1", "target": "relu3"},
+     f"skip: source 'conv1' is a conv node, but it must be a relu or maxpool or add or concat "
+     f"node {ENDS}"),
+    ({"op": "skip", "mode": "add", "source": "relu1", "target": "relu9"},
+     f"skip: target 'relu9' is not a node of this architecture {ENDS}"),
+    ({"op": "skip", "mode": "sum", "source": "relu1", "target": "relu3"},
+     "skip: mode must be 'concat' or 'add', got 'sum'"),
+    ({"op": "shrink"}, "unknown morphism 'shrink'; known ops are deeper, wider, skip (exact) "
+     "and remove_layer, remove_skip, prune, separable (approximate)"),
 ])
-def test_bad_records_raise_morphism_error(record, message):
-    with pytest.raises(MorphismError, match=message):
+def test_bad_records_say_exactly_what_is_wrong(record, message):
+    """Each rejection names the operator, the field, the value and what would be valid."""
+    with pytest.raises(MorphismError) as e:
         apply_morphism(START, weights(), record, np.random.default_rng(0))
+    assert str(e.value) == message
+
+
+def _linear_only():
+    """input -> gap -> fc: no conv, no relu, no feature map after the input."""
+    return Arch((Node("input", "input", (), channels=3, size=(12, 12)),
+                 Node("gap", "gap", ("input",)), Node("fc", "linear", ("gap",), channels=5)),
+                "fc")
+
+
+def _vector_relu():
+    """START with a ReLU after global average pooling (a vector, not a feature map)."""
+    nodes = [n for n in START.nodes if n.id != "fc"]
+    return Arch(tuple(nodes) + (Node("relu4", "relu", ("gap",)),
+                                Node("fc", "linear", ("relu4",), channels=5)), "fc")
+
+
+def test_rejections_where_nothing_or_no_map_fits():
+    a = _linear_only()
+    sd = weights(a)
+    with pytest.raises(MorphismError) as e:
+        apply_morphism(a, sd, {"op": "wider", "conv": "gap", "factor": 2},
+                       np.random.default_rng(0))
+    assert str(e.value) == ("wider: 'conv' 'gap' is a gap node, but it must be a conv node "
+                            "(candidates: none)")
+    for fn in (deeper, wider, skip):
+        with pytest.raises(MorphismError) as e:
+            fn(a, sd, np.random.default_rng(0))
+        assert str(e.value) == f"{fn.__name__}: no valid position in this architecture"
+    with pytest.raises(MorphismError) as e:
+        apply_random_morphisms(a, sd, 1, np.random.default_rng(0))
+    assert str(e.value) == f"no morphism can be applied to this architecture: {a!r}"
+    v = _vector_relu()
+    with pytest.raises(MorphismError) as e:
+        deeper(v, weights(v), np.random.default_rng(0), after="relu4", kernel=3)
+    assert str(e.value) == ("deeper: relu 'relu4' acts on a vector (8,), not a feature map, so "
+                            "no conv can follow it")
+    with pytest.raises(MorphismError) as e:
+        skip(v, weights(v), np.random.default_rng(0), mode="add", source="relu1", target="relu4")
+    assert str(e.value) == "skip: 'relu4' is not a feature map (shape (8,))"
+
+
+def test_a_long_candidate_list_is_cut_after_twelve():
+    a, sd = START, weights()
+    for _ in range(12):   # 15 relus
+        a, sd = deeper(a, sd, np.random.default_rng(0), after="relu1", kernel=3)
+    relus = [n.id for n in a.nodes if n.op == "relu"]
+    assert len(relus) == 15
+    with pytest.raises(MorphismError) as e:
+        apply_morphism(a, sd, {"op": "deeper", "after": "x", "kernel": 3},
+                       np.random.default_rng(0))
+    assert str(e.value) == ("deeper: 'after' 'x' is not a node of this architecture "
+                            f"(candidates: {', '.join(relus[:12])}, ...)")
+
+
+@pytest.mark.parametrize("probe, message", [
+    (torch.zeros(2, 3, 12), "the probe must be a float tensor of shape (N, C, H, W), got "
+     "Tensor (2, 3, 12)"),
+    (torch.zeros(2, 3, 12, 12, dtype=torch.long), "the probe must be a float tensor of shape "
+     "(N, C, H, W), got Tensor (2, 3, 12, 12)"),
+    ([[0.0]], "the probe must be a float tensor of shape (N, C, H, W), got list ()"),
+    (torch.zeros(2, 3, 8, 8), "the probe batch has shape (2, 3, 8, 8), but the network reads "
+     "(N, 3, 12, 12)"),
+])
+def test_a_bad_probe_is_refused_with_its_shape(probe, message):
+    for fn in (deeper, wider, skip):
+        with pytest.raises(MorphismError) as e:
+            fn(START, weights(), np.random.default_rng(0), probe)
+        assert str(e.value) == message
+
+
+def test_morphisms_keep_the_weights_device_and_dtype():
+    """New tensors are made where the parent's weights live (here the meta device, as a GPU
+    run's would be on the GPU), in their dtype: a child never mixes devices."""
+    sd = {k: v.to("meta") for k, v in weights(dtype=torch.float32).items()}
+    for rec in ({"op": "deeper", "after": "relu2", "kernel": 3},
+                {"op": "skip", "mode": "add", "source": "relu1", "target": "relu3"},
+                {"op": "skip", "mode": "concat", "source": "pool1", "target": "relu3"}):
+        _, out = apply_morphism(START, sd, rec, np.random.default_rng(0))
+        new = {k: v for k, v in out.items() if k not in sd or v.shape != sd[k].shape}
+        assert new and {v.device.type for v in out.values()} == {"meta"}, rec
+        assert {v.dtype for v in new.values() if v.is_floating_point()} == {torch.float32}
 
 
 def test_skip_needs_integer_size_ratio_and_matching_inputs():
