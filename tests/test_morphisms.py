@@ -104,6 +104,12 @@ def test_deeper_inserts_identity_block_and_rewires():
     assert w.sum() == 8 and torch.equal(w[:, :, 2, 2], torch.eye(8, dtype=w.dtype))
     assert torch.equal(s[f"layers.{bn}.running_mean"], torch.zeros(8, dtype=torch.float64))
     assert_exact(START, sd, a, s)
+    # the smallest odd kernel, 1x1, is a valid record too (the search draws 3 or 5)
+    a, s = apply_morphism(START, sd, {"op": "deeper", "after": "relu2", "kernel": 1},
+                          np.random.default_rng(0))
+    assert a[conv].kernel == 1 and torch.equal(s[f"layers.{conv}.weight"][:, :, 0, 0],
+                                               torch.eye(8, dtype=torch.float64))
+    assert_exact(START, sd, a, s)
 
 
 def test_deeper_with_probe_uses_batch_statistics_and_is_exact_in_train_mode():
