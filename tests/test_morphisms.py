@@ -356,6 +356,55 @@ def test_skip_needs_integer_size_ratio_and_matching_inputs():
         deeper(START, weights(), np.random.default_rng(0), torch.zeros(2, 3, 8, 8), after="relu1")
 
 
+@pytest.mark.parametrize("size, pairs", [
+    # 12x9: relu1 12x9, pool1/relu2 6x4, pool2/relu3 3x2; 9 is no multiple of 4 or 2
+    ((12, 9), [("pool1", "relu2"), ("pool1", "pool2"), ("pool1", "relu3"), ("relu2", "relu3"),
+               ("pool2", "relu3")]),
+    ((9, 12), [("pool1", "relu2"), ("pool1", "pool2"), ("pool1", "relu3"), ("relu2", "relu3"),
+               ("pool2", "relu3")]),
+    # 12x6: pool1/relu2 6x3, pool2/relu3 3x1; 12/3 = 4 but 6/1 = 6, 6/3 = 2 but 3/1 = 3
+    ((12, 6), [("relu1", "relu2"), ("pool1", "relu2"), ("pool2", "relu3")]),
+])
+def test_skips_need_the_same_integer_ratio_in_height_and_width(size, pairs):
+    """On rectangular maps a skip is valid only where both sides shrink by one integer."""
+    a = starting_arch(in_channels=3, num_classes=5, image_size=size, widths=(4, 8, 8))
+    got = REGISTRY["skip"].candidates(a)
+    for mode in ("add", "concat"):
+        assert [(r["source"], r["target"]) for r in got if r["mode"] == mode] == pairs
+    if size == (12, 9):
+        with pytest.raises(MorphismError) as e:
+            skip(a, weights(a), np.random.default_rng(0), mode="add", source="relu1",
+                 target="relu2")
+        assert str(e.value) == ("skip: source 'relu1' (12x9) is not an integer multiple of "
+                                "target 'relu2' (6x4) in both height and width")
+    a2, sd2 = skip(a, weights(a), np.random.default_rng(0), mode="concat", source=pairs[0][0],
+                   target=pairs[0][1])
+    assert_exact(a, weights(a), a2, sd2, x=torch.randn(2, 3, *size, dtype=torch.float64))
+
+
+def test_a_skip_that_bypasses_only_relus_and_maxpools_is_void():
+    """relu1 -> pool1 -> relu4 -> conv2: relu4 is computed from pool1 and relu1 by maxpool and
+    ReLU alone, so skips from either into relu4 bypass no layer (they would not be morphisms
+    that add anything); a ReLU in the chain does not end it."""
+    nodes = []
+    for n in START.nodes:
+        if n.id == "conv2":
+            nodes.append(Node("relu4", "relu", ("pool1",)))
+            n = Node("conv2", "conv", ("relu4",), channels=n.channels, kernel=n.kernel)
+        nodes.append(n)
+    a = Arch(tuple(nodes), "fc")
+    targets = {(r["source"], r["target"]) for r in REGISTRY["skip"].candidates(a)}
+    assert not {("relu1", "relu4"), ("pool1", "relu4")} & targets
+    assert {("relu1", "relu2"), ("relu4", "relu2")} <= targets
+    for source in ("relu1", "pool1"):
+        with pytest.raises(MorphismError) as e:
+            skip(a, weights(a), np.random.default_rng(0), mode="add", source=source,
+                 target="relu4")
+        assert str(e.value) == (f"skip: target 'relu4' is computed from source '{source}' by "
+                                "relu/maxpool alone, so a skip between them would bypass no "
+                                "layer")
+
+
 def test_random_morphisms_are_deterministic_and_replay():
     sd = weights()
     a1, s1, applied = apply_random_morphisms(START, sd, 8, np.random.default_rng(7))
