@@ -27,16 +27,10 @@ class LayoutConflict(Exception):
 
 
 def new_ids(arch: Arch, prefixes: Iterable[str]) -> list[str]:
-    """Fresh ids, numbered upwards from `arch.next_id` (e.g. conv14, bn15, relu16)."""
-    m = re.search(r"(\d+)$", arch.next_id("x"))
-    k = int(m.group(1)) if m else 0
-    out = []
-    for p in prefixes:
-        while f"{p}{k}" in arch.by_id:
-            k += 1
-        out.append(f"{p}{k}")
-        k += 1
-    return out
+    """Fresh ids, numbered upwards from `arch.next_id` (e.g. conv14, bn15, relu16): its number
+    is above every number an id of `arch` ends in, so each is new whatever its prefix."""
+    k = int(re.search(r"(\d+)$", arch.next_id("x")).group(1))
+    return [f"{p}{k + i}" for i, p in enumerate(prefixes)]
 
 
 def components(arch: Arch) -> dict[str, str]:
