@@ -539,6 +539,18 @@ def test_the_number_of_morphisms_is_checked(n):
     assert str(e.value) == f"the number of morphisms must be a non-negative integer, got {n!r}"
 
 
+@pytest.mark.parametrize("rng", [42, None, np.random.RandomState(0)])
+def test_the_generator_must_be_a_numpy_generator(rng):
+    """A seed or the legacy RandomState would draw other morphisms than the journal says."""
+    record = {"op": "deeper", "after": "relu1", "kernel": 3}
+    for call in (lambda: apply_morphism(START, weights(), record, rng),
+                 lambda: apply_random_morphisms(START, weights(), 1, rng)):
+        with pytest.raises(TypeError) as e:
+            call()
+        assert str(e.value) == ("rng must be a numpy.random.Generator, got "
+                                f"{type(rng).__name__}")
+
+
 def test_no_morphism_leaves_the_network_as_it_is():
     a, sd, recs = apply_random_morphisms(START, weights(), 0, np.random.default_rng(0))
     assert a.to_dict() == START.to_dict() and recs == []
