@@ -540,6 +540,31 @@ def test_gpu_benchmark_without_cuda_fails_at_once(tmp_path, capsys, monkeypatch,
 
 # ----------------------------------------------------------------------------- GPU only
 @needs_cuda
+def test_morphisms_of_cuda_weights_stay_on_gpu_and_equal_the_cpu_ones_on_gpu():
+    """A GPU run's children: every morphism of weights on the GPU makes its new tensors there
+    (a CPU tensor among them would fail the child's first batch), with the values the same
+    draws give on the CPU (He-normal weights are drawn on the CPU, then moved)."""
+    from morphclimb.morphisms import ALL
+    arch = starting_arch(in_channels=3, num_classes=5, image_size=12, widths=(4, 8, 8))
+    cpu = weights_of(build(arch, seed=0))
+    arch, cpu, _ = apply_random_morphisms(arch, cpu, 5, np.random.default_rng(2))
+    gpu = {k: v.cuda() for k, v in cpu.items()}
+    probe = torch.randn(8, 3, 12, 12)
+    seen = set()
+    for seed in range(40):
+        a1, s1, r1 = apply_random_morphisms(arch, cpu, 2, np.random.default_rng(seed), probe,
+                                            approximate=True)
+        a2, s2, r2 = apply_random_morphisms(arch, gpu, 2, np.random.default_rng(seed),
+                                            probe.cuda(), approximate=True)
+        assert a1.to_dict() == a2.to_dict() and set(s1) == set(s2)
+        assert {v.device.type for v in s2.values()} == {"cuda"}
+        for k in s1:
+            torch.testing.assert_close(s2[k].cpu(), s1[k], rtol=1e-4, atol=1e-5)
+        seen.update(r["op"] for r in r1)
+    assert set(ALL) <= seen    # every operator, exact and approximate, was applied
+
+
+@needs_cuda
 def test_cuda_graph_fit_agrees_with_eager_on_gpu(split):
     arch, w = grown(4, widths=(16, 32, 32), size=8)
     config = TrainConfig(batch_size=32)
