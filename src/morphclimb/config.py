@@ -51,6 +51,8 @@ class SearchConfig:
     start: str | None = None          # start from a run directory or an arch.json instead
     start_weights: str | None = None  # weights.safetensors for an arch.json start
     start_model: str | None = None    # with a run directory start: its model or front member
+    extra_starts: tuple[str, ...] = ()    # Pareto: more start networks for the first front
+                                          # (start points, arch.json files, run directories)
     # limits
     time_budget: float | None = None  # seconds for the whole command ("2h", "30m" accepted)
     max_params: int | None = None     # children above this are redrawn, never trained
@@ -110,6 +112,8 @@ class SearchConfig:
         for key in QUIET:
             if d[key] == FIELDS[key].default:
                 del d[key]
+        if "extra_starts" in d:
+            d["extra_starts"] = list(self.extra_starts)
         return d
 
     @classmethod
@@ -128,7 +132,8 @@ FIELDS = {f.name: f for f in fields(SearchConfig)}
 # them out while they hold them, so a NASH run's config.json and journal are byte for byte
 # what they were before the keys existed (from_dict fills them in)
 QUIET = ("approximate", "distill_weight", "distill_temperature", "strategy", "objective",
-         "n_draw", "front_final", "start_model", "final_share", "min_params", "min_mflops")
+         "n_draw", "front_final", "start_model", "final_share", "min_params", "min_mflops",
+         "extra_starts")
 _LOWER = {k.lower(): k for k in FIELDS}   # keys are accepted in any case (n_NM: n_nm)
 _HINTS = get_type_hints(SearchConfig)
 # field -> the types its value may have (a union split into its members; a tuple kept whole)
@@ -254,6 +259,12 @@ def _coerce(key: str, value: Any) -> Any:
         if t is type(None):
             continue
         if get_origin(t) is tuple or t is tuple:
+            if (get_args(t) or (int,))[0] is str:   # names: a list, or "a,b" as --set gives
+                if isinstance(value, str):
+                    value = [v.strip() for v in value.split(",") if v.strip()]
+                if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                    return tuple(value)
+                continue
             if isinstance(value, (list, tuple)) and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in value):
                 return tuple(value)
@@ -387,6 +398,16 @@ def check(c: SearchConfig) -> None:
         raise ConfigError("start_weights needs start (the arch.json the weights belong to)")
     if c.start_model is not None and c.start is None:
         raise ConfigError("start_model needs start (the run directory the model belongs to)")
+    if c.extra_starts:
+        if c.strategy != "pareto":
+            raise ConfigError("extra_starts seeds a Pareto search's first front "
+                              "(strategy=pareto); NASH climbs from one network (start)")
+        if any(not e for e in c.extra_starts):
+            raise ConfigError(f"extra_starts: an empty name in {list(c.extra_starts)}")
+        twice = next((e for k, e in enumerate(c.extra_starts) if e in c.extra_starts[:k]),
+                     None)
+        if twice is not None:
+            raise ConfigError(f"extra_starts names {twice!r} twice")
     if c.rungs:
         if min(c.rungs) < 1 or sum(c.rungs) != c.epoch_neigh:
             raise ConfigError(f"rungs must be positive epoch counts adding up to epoch_neigh "

@@ -45,7 +45,7 @@ from .morphisms import APPROXIMATE, apply_random_morphisms
 from .rules import Halving, Rules, nash_rules, ranked
 from .seeds import derive_seed
 from .spec import Arch
-from .startpoint import load_start
+from .startpoint import load_start, start_ids, start_of
 from .state import RunState
 from .train import TrainConfig
 from .warmstart import shrink_perturb
@@ -252,11 +252,42 @@ class Climber:
         that network as it is (evaluated, not trained); without weights it is trained
         epoch_pretrain epochs from fresh weights, like the paper's model_0.
         """
-        if MODEL0 in self.state.trained:
-            return self.state.trained[MODEL0]
-        arch, w, _ = load_start(self.c, self.split)
-        epochs = 0 if w is not None else self.c.epoch_pretrain
-        return self.train_one(MODEL0, arch, w, epochs, role="pretrain", step=0)
+        if not self.c.extra_starts:
+            if MODEL0 in self.state.trained:
+                return self.state.trained[MODEL0]
+            arch, w, _ = load_start(self.c, self.split)
+            epochs = 0 if w is not None else self.c.epoch_pretrain
+            return self.train_one(MODEL0, arch, w, epochs, role="pretrain", step=0)
+        # a Pareto search's extra_starts: model_0 and start_1, start_2, ... alike, together
+        tasks = []
+        for mid in start_ids(self.c):
+            if mid not in self.state.trained:
+                arch, w, _ = start_of(self.c, self.split, mid)
+                tasks.append(self.task(mid, arch, w, 0 if w is not None
+                                       else self.c.epoch_pretrain, role="pretrain", step=0))
+        for mid, rec in self.train_all(tasks).items():
+            if rec["event"] != Event.MODEL_TRAINED:
+                raise TrainingError(f"training {mid} failed: "
+                                    f"{(rec.get('reason') or '').splitlines()[0]}; "
+                                    f"{RETRY_HINT}")
+        return self.state.trained[MODEL0]
+
+    def start_info(self) -> dict:
+        """Where the climb starts (run_started's "start"): model_0's, with "extra" listing
+        a Pareto search's extra_starts, each as start_1, start_2, ... in order."""
+        info = load_start(self.c, self.split)[2]
+        if self.c.extra_starts:
+            info = {**info, "extra": [{"model": m, **start_of(self.c, self.split, m)[2]}
+                                      for m in start_ids(self.c)[1:]]}
+        return info
+
+    def starts(self) -> list[dict]:
+        """The climb's first parents: model_0, or a Pareto search's first front (model_0
+        and its extra_starts, the non-dominated ones, the most accurate first)."""
+        if not self.c.extra_starts:
+            return [self.state.trained[MODEL0]]
+        from .pareto import front_of
+        return front_of([self.state.trained[m] for m in start_ids(self.c)], self.c.objective)
 
     def step(self, i: int, parents: list[dict]) -> dict | None:
         """One step of the climb from `parents` (NASH: the one current best); returns the
@@ -417,13 +448,14 @@ class Climber:
         """Run (or resume) Algorithm 1 up to and including the final training."""
         if self.state.started is None:
             self.log({"event": Event.RUN_STARTED, "config": self.c.to_dict(),
-                      "dataset": self.info, "start": load_start(self.c, self.split)[2]})
+                      "dataset": self.info, "start": self.start_info()})
         elif preprocess.recorded(self.state.dataset):
             self.log({"event": Event.RUN_RESUMED})
         else:   # a run made before morphclimb recorded mean/std: record them now
             self.log({"event": Event.RUN_RESUMED, "dataset": self.info})
-        best = self.pretrain()
-        kept, i = [best], 1
+        self.pretrain()
+        kept, i = self.starts(), 1
+        best = kept[0]
         while self.rules.go_on(self, i):     # NASH: up to n_steps
             won = self.step(i, self.rules.proposer.parents(i, kept))
             if won is None:          # a stopper (the time budget) ended the climb before step i
@@ -598,10 +630,13 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
     ds, split = load_split(config, progress)
     # everything that can be checked is checked before the run directory exists
     if not resume:
-        arch = load_start(config, split)[0]
-        why = size_problem(arch, config.max_params, config.max_mflops)
-        if why:
-            raise ConfigError(f"the starting network breaks the size limits: {why}")
+        for mid in start_ids(config):
+            arch = start_of(config, split, mid)[0]
+            why = size_problem(arch, config.max_params, config.max_mflops)
+            if why:
+                which = ("the starting network" if mid == MODEL0 else
+                         f"extra start {config.extra_starts[start_ids(config).index(mid) - 1]}")
+                raise ConfigError(f"{which} breaks the size limits: {why}")
     if config.tensorboard:
         from .tensorboard import TensorBoardLogger, check_available
         check_available()

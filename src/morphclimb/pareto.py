@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .events import FINAL, MODEL0, Event
+from .events import FINAL, Event
 from .front import inverse_density_weights, levels, nondominated, sample, spread
 from .seeds import derive_seed
 
@@ -129,10 +129,19 @@ def final_members(front: list[Record], k: int, objective: str) -> list[Record]:
 
 
 def current_front(state) -> list[Record]:
-    """The front as the journal stands: the last decided step's kept models, else model_0."""
+    """The front as the journal stands: the last decided step's kept models, else the first
+    front (model_0 and the extra starts trained so far, the non-dominated ones)."""
     if state.decided:
         return [state.trained[m] for m in state.kept(max(state.decided))]
-    return [state.trained[MODEL0]] if MODEL0 in state.trained else []
+    return first_front(state)
+
+
+def first_front(state) -> list[Record]:
+    """Generation 0: the non-dominated of the start networks (role pretrain: model_0 and a
+    Pareto search's extra starts) by the run's objective, the most accurate first."""
+    objective = ((state.started or {}).get("config") or {}).get("objective", "params")
+    return front_of([r for r in state.trained.values() if r.get("role") == "pretrain"],
+                    objective)
 
 
 def front_results(state, objective: str) -> dict:
@@ -150,8 +159,8 @@ def front_results(state, objective: str) -> dict:
         members.append({**entry(r), "model": f["model"] if f else None,
                         "test_error": None if f is None or f.get("test_accuracy") is None
                         else round(100.0 * (1.0 - f["test_accuracy"]), 4)})
-    gens = [{"step": 0, "front": [entry(state.trained[m]) for m in (MODEL0,)
-                                  if m in state.trained]}]
+    gens = [{"step": 0, "front": sorted((entry(r) for r in first_front(state)),
+                                         key=lambda e: e[objective])}]
     gens += [{"step": i, "front": sorted((entry(state.trained[m]) for m in state.kept(i)),
                                          key=lambda e: e[objective])}
              for i in sorted(state.decided)]

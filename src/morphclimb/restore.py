@@ -82,9 +82,9 @@ def initial_task(climber, model_id: str):
     eval_part = next((p for p in ("val", "test") if f"{p}_accuracy" in rec), None)
     kw = dict(part=part, eval_part=eval_part, **meta)
     if role == "pretrain":
-        from .startpoint import load_start
+        from .startpoint import start_of
         try:
-            arch, w, _ = load_start(climber.c, climber.split)
+            arch, w, _ = start_of(climber.c, climber.split, model_id)
         except MorphclimbError as e:
             raise cannot(run, model_id, f"its start point is unreadable ({e})") from e
         return climber.task(model_id, arch, w, epochs, **kw)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import ConfigError, RunDirError
-from .events import FINAL
+from .events import FINAL, MODEL0
 from .journal import RunDir, read_arch_file
 from .model0 import starting_arch
 from .spec import Arch
@@ -73,6 +74,30 @@ fresh weights unless `c.start_weights`. The
                           f"point ({', '.join(NAMES)}): {p}")
     _check_fits_data(arch, split, p)
     return arch, w, info
+
+
+def start_ids(c) -> list[str]:
+    """The models a climb starts from: model_0 (`start`), then start_1, start_2, ... for a
+    Pareto search's `extra_starts`, in their order."""
+    return [MODEL0] + [f"start_{k}" for k in range(1, len(c.extra_starts) + 1)]
+
+
+def start_of(c, split, model_id: str
+             ) -> tuple[Arch, dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """`load_start` of one of `start_ids(c)`: model_0's start, or start_k's entry of
+    `extra_starts` (a start point's name, an arch.json without weights, or a run directory)."""
+    if model_id == MODEL0:
+        return load_start(c, split)
+    ids = start_ids(c)
+    if model_id not in ids:
+        raise ConfigError(f"{model_id} is not a start of this run (its starts: "
+                          f"{', '.join(ids)})")
+    entry = c.extra_starts[ids.index(model_id) - 1]
+    try:
+        return load_start(dataclasses.replace(c, start=entry, start_weights=None,
+                                              start_model=None), split)
+    except (ConfigError, RunDirError) as e:
+        raise type(e)(f"extra_starts ({entry}): {e}") from None
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
