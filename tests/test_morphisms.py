@@ -193,15 +193,39 @@ def test_invalid_positions_are_excluded_and_rejected():
                    if c["mode"] == "concat")
     assert any(c["target"] == "relu3" for c in REGISTRY["skip"].candidates(a) if c["mode"] == "add")
     rng = np.random.default_rng(0)
-    with pytest.raises(MorphismError, match="conv3.*'cat', a concat"):
-        apply_morphism(a, sd, {"op": "wider", "conv": "conv3", "factor": 2}, rng)
-    with pytest.raises(MorphismError, match="conv1.*add 'add'"):
-        apply_morphism(a, sd, {"op": "wider", "conv": "conv1", "factor": 2}, rng)
-    with pytest.raises(MorphismError, match="add 'add'"):
-        apply_morphism(a, sd, {"op": "skip", "mode": "concat", "source": "relu1",
-                               "target": "relu3"}, rng)
+    for record, message in [
+            ({"op": "wider", "conv": "conv3", "factor": 2},
+             "wider: conv 'conv3' cannot be widened: its channels are tied through an add to "
+             "'cat', a concat node, which cannot grow new channels"),
+            ({"op": "wider", "conv": "conv1", "factor": 2},
+             "wider: conv 'conv1' cannot be widened: the new channels would reach add 'add' "
+             "(through a concat) on one side only, so its inputs would no longer match"),
+            ({"op": "skip", "mode": "concat", "source": "relu1", "target": "relu3"},
+             "skip: a concat skip from 'relu1' into 'relu3' would change the channels of only "
+             "one input of add 'add'; use mode 'add' or another target")]:
+        with pytest.raises(MorphismError) as e:
+            apply_morphism(a, sd, record, rng)
+        assert str(e.value) == message
     a2, s2 = apply_random_morphisms(a, sd, 8, np.random.default_rng(5))[:2]
     assert_exact(a, sd, a2, s2, x=torch.randn(2, 3, 8, 8, dtype=torch.float64))
+
+
+def test_a_conv_added_to_the_input_cannot_be_widened():
+    """input + conv1 (3 channels each): the input's channels are the data's, so conv1 may not
+    grow, while conv2 after the addition may."""
+    n = [Node("input", "input", channels=3, size=(8, 8)),
+         Node("conv1", "conv", ("input",), channels=3, kernel=3), Node("relu1", "relu", ("conv1",)),
+         Node("add", "add", ("input", "relu1")),
+         Node("conv2", "conv", ("add",), channels=4, kernel=3), Node("relu2", "relu", ("conv2",)),
+         Node("gap", "gap", ("relu2",)), Node("fc", "linear", ("gap",), channels=2)]
+    a = Arch(tuple(n), "fc")
+    assert [c["conv"] for c in REGISTRY["wider"].candidates(a)] == ["conv2", "conv2"]
+    with pytest.raises(MorphismError) as e:
+        apply_morphism(a, weights(a), {"op": "wider", "conv": "conv1", "factor": 2},
+                       np.random.default_rng(0))
+    assert str(e.value) == ("wider: conv 'conv1' cannot be widened: its channels are tied "
+                            "through an add to 'input', a input node, which cannot grow new "
+                            "channels")
 
 
 RELUS = "(candidates: relu1, relu2, relu3)"
