@@ -250,7 +250,8 @@ class Climber:
 
         With `start` (another run's network, or a user's arch.json with weights) model_0 is
         that network as it is (evaluated, not trained); without weights it is trained
-        epoch_pretrain epochs from fresh weights, like the paper's model_0.
+        epoch_pretrain epochs from fresh weights, like the paper's model_0. A Pareto search's
+        `extra_starts` are trained alike, together with it, as start_1, start_2, ...
         """
         if not self.c.extra_starts:
             if MODEL0 in self.state.trained:
@@ -630,13 +631,12 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
     ds, split = load_split(config, progress)
     # everything that can be checked is checked before the run directory exists
     if not resume:
-        for mid in start_ids(config):
-            arch = start_of(config, split, mid)[0]
-            why = size_problem(arch, config.max_params, config.max_mflops)
+        names = ["the starting network"] + [f"extra start {e}" for e in config.extra_starts]
+        for mid, name in zip(start_ids(config), names):
+            why = size_problem(start_of(config, split, mid)[0], config.max_params,
+                               config.max_mflops)
             if why:
-                which = ("the starting network" if mid == MODEL0 else
-                         f"extra start {config.extra_starts[start_ids(config).index(mid) - 1]}")
-                raise ConfigError(f"{which} breaks the size limits: {why}")
+                raise ConfigError(f"{name} breaks the size limits: {why}")
     if config.tensorboard:
         from .tensorboard import TensorBoardLogger, check_available
         check_available()
