@@ -540,6 +540,14 @@ def test_a_record_that_is_not_a_dict_is_refused_by_name(record):
     assert str(e.value) == f"unknown morphism {record!r}; {known}"
 
 
+@pytest.mark.parametrize("record", ["deeper", ["after", "kernel"], None])
+def test_an_operator_applied_to_a_record_that_is_not_a_dict(record):
+    """The operators in REGISTRY are public too: `apply` names what it got instead."""
+    with pytest.raises(MorphismError) as e:
+        REGISTRY["deeper"].apply(START, weights(), record, np.random.default_rng(0))
+    assert str(e.value) == f"a morphism record must be a dict, got {type(record).__name__}"
+
+
 @pytest.mark.parametrize("record, message", [
     (dict(source="relu3", target="relu1"), "skip: source 'relu3' must come before target "
      "'relu1' in the network (a skip from a node to itself or backwards makes a cycle)"),
