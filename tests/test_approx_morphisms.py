@@ -307,6 +307,90 @@ def test_fold_through_batch_norm_is_exact_in_eval_mode():
         assert (child_sd["layers.b.running_var"] >= 0).all()
 
 
+# the readers fold_scale writes a factor into, and the ops that pass it on (its docstring)
+FOLDS_INTO, PASSES_ON = ("conv", "dwconv", "linear", "add", "bn"), ("relu", "maxpool", "gap")
+
+
+def _fold_refused(arch, node_id):
+    """Whether a reader of `node_id` (or of a relu/max-pool/gap after it) is none of the ops
+    a factor can be written into: a concat would need one per channel."""
+    scaled = {node_id}
+    for n in arch.nodes[arch.position[node_id] + 1:]:
+        if scaled & set(n.inputs):
+            if n.op in PASSES_ON:
+                scaled.add(n.id)
+            elif n.op not in FOLDS_INTO:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fold_scale_is_the_readers_fed_a_times_the_node(seed):
+    """fold_scale(arch, w, node, a): with its weights the network fed x computes what the
+    original computes with node's output multiplied by a (eval mode), for every node and
+    factors small, large and large enough to clamp a BN's variance; None exactly where a
+    concat reads it; the identity for a = 1; None for a <= 0."""
+    from morphclimb.morphisms._graph import fold_scale
+    rng = np.random.default_rng(seed)
+    sd = weights_of(build(START, seed=seed, dtype=F64))
+    arch, sd, _ = apply_random_morphisms(START, sd, 6, rng, approximate=True)
+    sd = perturb(sd, seed)
+    x = probe_batch(seed)
+    folded_some = refused_some = 0
+    for n in arch.nodes[1:]:
+        if n.id == arch.output:
+            continue
+        for a in (0.5, 2.0, 1000.0):
+            folded = fold_scale(arch, sd, n.id, a)
+            assert (folded is None) == _fold_refused(arch, n.id), (n.id, a)
+            if folded is None:
+                refused_some += 1
+                continue
+            net = build(arch, sd).eval()
+            net.layers[n.id].register_forward_hook(lambda m, i, out, a=a: out * a)
+            with torch.no_grad():
+                want = net(x)
+            got = logits(arch, folded, x)
+            assert torch.allclose(got, want, rtol=1e-9, atol=1e-9 * want.abs().max()), \
+                (n.id, n.op, a)
+            folded_some += 1
+        same = fold_scale(arch, sd, n.id, 1.0)
+        assert same is not None and all(same[k] is sd[k] for k in sd)
+        assert fold_scale(arch, sd, n.id, 0.0) is None
+        assert fold_scale(arch, sd, n.id, -2.0) is None
+    assert folded_some > 0
+
+
+def test_fold_scale_keeps_a_batch_norm_s_statistics_those_of_its_new_input():
+    """A BN reading the node: its running mean and variance become those of x rather than
+    a x (m / a and (v + eps) / a^2 - eps, the eps kept where eval mode adds it), gamma and
+    beta unchanged; only where that variance would be negative (a large a) it is 0 and gamma
+    takes up the rest: gamma a sqrt(eps) / sqrt(v + eps)."""
+    from morphclimb.build import BN_EPS
+    from morphclimb.morphisms._graph import fold_scale
+    nodes = (Node("input", "input", channels=3, size=(8, 8)),
+             Node("c1", "conv", ("input",), channels=4, kernel=3), Node("b", "bn", ("c1",)),
+             Node("r", "relu", ("b",)), Node("g", "gap", ("r",)),
+             Node("fc", "linear", ("g",), channels=3))
+    arch = Arch(nodes, "fc")
+    sd = perturb(weights_of(build(arch, dtype=F64)), 2)
+    m, v = sd["layers.b.running_mean"], sd["layers.b.running_var"]
+    g, beta = sd["layers.b.weight"], sd["layers.b.bias"]
+    assert bool((v > 0.1).all()) and bool((v < 10).all())
+    for a in (0.5, 3.0):
+        f = fold_scale(arch, sd, "c1", a)
+        torch.testing.assert_close(f["layers.b.running_mean"], m / a, rtol=1e-12, atol=0)
+        torch.testing.assert_close(f["layers.b.running_var"], (v + BN_EPS) / a ** 2 - BN_EPS,
+                                   rtol=1e-12, atol=0)
+        torch.testing.assert_close(f["layers.b.weight"], g, rtol=1e-12, atol=0)
+        assert f["layers.b.bias"] is beta
+    f = fold_scale(arch, sd, "c1", 1e4)       # (v + eps) / a^2 < eps: clamped
+    assert bool((f["layers.b.running_var"] == 0).all())
+    torch.testing.assert_close(f["layers.b.weight"],
+                               g * 1e4 * (BN_EPS ** 0.5) / torch.sqrt(v + BN_EPS),
+                               rtol=1e-12, atol=0)
+
+
 def test_remove_skip_of_a_wider_merge_and_of_a_concat_relays_consumers():
     nodes = (Node("input", "input", channels=3, size=(8, 8)),
              Node("c1", "conv", ("input",), channels=4, kernel=3), Node("r1", "relu", ("c1",)),
@@ -364,6 +448,28 @@ def test_prune_keeps_the_filters_with_the_largest_l1_norm():
     _, _, rec = APPROXIMATE["prune"].apply(
         START, z, {"op": "prune", "conv": "conv2", "factor": 2}, rng, x)
     assert rec["change"] < 1e-12
+
+
+def test_prune_narrows_a_conv_bias_with_its_filters():
+    """A conv with a bias (a user's arch) keeps the biases of the filters it keeps: the child's
+    conv computes exactly the parent's kept channels, and its weights are exactly those its
+    architecture has."""
+    from morphclimb.morphisms._graph import activation
+    from morphclimb.spec import with_node
+    arch = START.replace([with_node(n, bias=True) if n.id == "conv2" else n
+                          for n in START.nodes])
+    sd = perturb(weights_of(build(arch, dtype=F64)), 5)
+    x = probe_batch(5)
+    for factor in (2, 4):
+        child, csd, rec = APPROXIMATE["prune"].apply(
+            arch, sd, {"op": "prune", "conv": "conv2", "factor": factor},
+            np.random.default_rng(0), x)
+        kept = rec["kept"]
+        assert len(kept) == 8 // factor
+        assert set(csd) == set(weights_of(build(child)))
+        assert torch.equal(csd["layers.conv2.bias"], sd["layers.conv2.bias"][kept])
+        assert torch.allclose(activation(child, csd, x, "conv2"),
+                              activation(arch, sd, x, "conv2")[:, kept], rtol=1e-12)
 
 
 def test_prune_prunes_add_partners_together_by_their_summed_norm():
