@@ -472,6 +472,28 @@ def test_prune_narrows_a_conv_bias_with_its_filters():
                               activation(arch, sd, x, "conv2")[:, kept], rtol=1e-12)
 
 
+def test_prune_of_the_last_input_of_a_three_way_concat_keeps_its_place():
+    """cat(r1: 4, r2: 6, r3: 8 channels) -> conv: pruning conv3 (the last input) keeps
+    channels 0-9 of cat and 10 + the kept of conv3; the reader's columns follow."""
+    nodes = (Node("input", "input", channels=3, size=(8, 8)),
+             Node("c1", "conv", ("input",), channels=4, kernel=3), Node("r1", "relu", ("c1",)),
+             Node("c2", "conv", ("input",), channels=6, kernel=3), Node("r2", "relu", ("c2",)),
+             Node("c3", "conv", ("input",), channels=8, kernel=3), Node("r3", "relu", ("c3",)),
+             Node("cat", "concat", ("r1", "r2", "r3")),
+             Node("c4", "conv", ("cat",), channels=5, kernel=1),
+             Node("g", "gap", ("c4",)), Node("fc", "linear", ("g",), channels=3))
+    arch = Arch(nodes, "fc")
+    sd = perturb(weights_of(build(arch, dtype=F64)), 6)
+    child, csd, rec = APPROXIMATE["prune"].apply(
+        arch, sd, {"op": "prune", "conv": "c3", "factor": 2}, np.random.default_rng(0))
+    keep = list(range(10)) + [10 + k for k in rec["kept"]]
+    assert len(rec["kept"]) == 4 and child.channels("cat") == 14
+    assert torch.equal(csd["layers.c4.weight"], sd["layers.c4.weight"][:, keep])
+    x = probe_batch(6)
+    from morphclimb.morphisms._graph import activation
+    assert torch.equal(activation(child, csd, x, "cat"), activation(arch, sd, x, "cat")[:, keep])
+
+
 def test_prune_prunes_add_partners_together_by_their_summed_norm():
     a, s = residual(1.0)  # conv2 and conv4 both feed add7
     s = dict(s)
