@@ -173,6 +173,30 @@ def test_concat_skip_lays_out_consumers_and_propagates_through_concats():
     assert_exact(START, sd, a2, s2)
 
 
+def test_widening_into_a_concat_moves_a_batch_norm_after_it_channel_by_channel():
+    """cat(relu1: 4, relu2: 8) -> bn -> relu -> conv: widening conv1 x2 puts relu1's old
+    channels at 0-3 and relu2's at 8-15 of the new cat; the BN keeps each channel's
+    statistics and affine there, the 4 new ones get the identity (mean 0, var 1, gamma 1,
+    beta 0), and the network computes what it did (eval mode)."""
+    n = [Node("input", "input", channels=3, size=(8, 8)),
+         Node("conv1", "conv", ("input",), channels=4, kernel=3), Node("relu1", "relu", ("conv1",)),
+         Node("conv2", "conv", ("input",), channels=8, kernel=3), Node("relu2", "relu", ("conv2",)),
+         Node("cat", "concat", ("relu1", "relu2")), Node("bn", "bn", ("cat",)),
+         Node("relu3", "relu", ("bn",)), Node("conv3", "conv", ("relu3",), channels=4, kernel=3),
+         Node("gap", "gap", ("conv3",)), Node("fc", "linear", ("gap",), channels=2)]
+    a = Arch(tuple(n), "fc")
+    sd = weights(a)
+    b, s = wider(a, sd, np.random.default_rng(0), conv="conv1", factor=2)
+    old = list(range(4)) + list(range(8, 16))
+    new = [4, 5, 6, 7]
+    for p, fill in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0),
+                    ("running_var", 1.0)):
+        t = s[f"layers.bn.{p}"]
+        assert t.shape == (16,) and torch.equal(t[old], sd[f"layers.bn.{p}"]), p
+        assert bool((t[new] == fill).all()), p
+    assert_exact(a, sd, b, s, x=torch.randn(2, 3, 8, 8, dtype=torch.float64))
+
+
 def tied_arch():
     """conv3's channels are tied by an add to a concat: neither side may grow alone."""
     n = [Node("input", "input", channels=3, size=(8, 8)),
