@@ -197,6 +197,21 @@ def test_widening_into_a_concat_moves_a_batch_norm_after_it_channel_by_channel()
     assert_exact(a, sd, b, s, x=torch.randn(2, 3, 8, 8, dtype=torch.float64))
 
 
+def test_widening_a_conv_with_a_bias_gives_its_new_filters_zero_bias():
+    """A user's conv with a bias: widened, it keeps its biases in front and its new filters
+    start at bias 0, its weights are exactly those the architecture has, and the network
+    computes what it did."""
+    from morphclimb.spec import with_node
+    a = START.replace([with_node(n, bias=True) if n.id == "conv2" else n for n in START.nodes])
+    sd = weights(a)
+    b, s = wider(a, sd, np.random.default_rng(0), conv="conv2", factor=2)
+    assert set(s) == set(weights_of(build(b)))
+    bias = s["layers.conv2.bias"]
+    assert bias.shape == (16,) and torch.equal(bias[:8], sd["layers.conv2.bias"])
+    assert not bias[8:].any()
+    assert_exact(a, sd, b, s)
+
+
 def tied_arch():
     """conv3's channels are tied by an add to a concat: neither side may grow alone."""
     n = [Node("input", "input", channels=3, size=(8, 8)),
