@@ -239,6 +239,30 @@ def test_widening_into_a_depthwise_conv_passes_the_new_channels_through():
     assert_exact(a, sd, b, s, x=torch.randn(2, 3, 8, 8, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_new_filters_are_he_normal_draws_seeded_from_the_generator(dtype):
+    """A widened conv's new filters: N(0, 2 / fan_in) drawn on the CPU by a torch.Generator
+    seeded with the morphism generator's next integer below 2^62, in float64 for float64
+    weights and float32 otherwise, then cast to the weights' dtype (so a journal's record
+    replays them, whatever the device). fan_in counts the inputs of one filter: here 1 (a 1x1
+    conv reading one channel) and 4 x 3 x 3."""
+    n = [Node("input", "input", channels=1, size=(8, 8)),
+         Node("conv1", "conv", ("input",), channels=4, kernel=1), Node("relu1", "relu", ("conv1",)),
+         Node("conv2", "conv", ("relu1",), channels=2, kernel=3), Node("relu2", "relu", ("conv2",)),
+         Node("gap", "gap", ("relu2",)), Node("fc", "linear", ("gap",), channels=2)]
+    a = Arch(tuple(n), "fc")
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights(a).items()}
+    draw = torch.float64 if dtype == torch.float64 else torch.float32
+    for conv, shape, fan_in in (("conv1", (4, 1, 1, 1), 1), ("conv2", (2, 4, 3, 3), 36)):
+        _, s = apply_morphism(a, sd, {"op": "wider", "conv": conv, "factor": 2},
+                              np.random.default_rng(5))
+        seed = int(np.random.default_rng(5).integers(2**62))
+        want = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=draw)
+        want = (want * (2.0 / fan_in) ** 0.5).to(dtype)
+        new = s[f"layers.{conv}.weight"][shape[0]:]
+        assert new.dtype == dtype and torch.equal(new, want), conv
+
+
 def tied_arch():
     """conv3's channels are tied by an add to a concat: neither side may grow alone."""
     n = [Node("input", "input", channels=3, size=(8, 8)),
