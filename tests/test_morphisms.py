@@ -261,6 +261,15 @@ def test_new_filters_are_he_normal_draws_seeded_from_the_generator(dtype):
         want = (want * (2.0 / fan_in) ** 0.5).to(dtype)
         new = s[f"layers.{conv}.weight"][shape[0]:]
         assert new.dtype == dtype and torch.equal(new, want), conv
+    # an add skip between different widths: its 1x1 projection (2 <- 4 channels) likewise
+    b, s = apply_morphism(a, sd, {"op": "skip", "mode": "add", "source": "relu1",
+                                  "target": "relu2"}, np.random.default_rng(5))
+    proj = next(n.id for n in b.nodes if n.op == "conv" and n.id not in a.by_id)
+    seed = int(np.random.default_rng(5).integers(2**62))
+    want = torch.randn((2, 4, 1, 1), generator=torch.Generator().manual_seed(seed), dtype=draw)
+    want = (want * (2.0 / 4) ** 0.5).to(dtype)
+    got = s[f"layers.{proj}.weight"]
+    assert got.dtype == dtype and torch.equal(got, want)
 
 
 def tied_arch():
