@@ -212,8 +212,9 @@ def test_widening_a_conv_with_a_bias_gives_its_new_filters_zero_bias():
     assert_exact(a, sd, b, s)
 
 
-def test_widening_into_a_depthwise_conv_passes_the_new_channels_through():
-    """cat(relu1: 4, relu2: 8) -> depthwise 3x3 conv (with a bias, a user's) -> bn: widening
+@pytest.mark.parametrize("k", [3, 5])
+def test_widening_into_a_depthwise_conv_passes_the_new_channels_through(k):
+    """cat(relu1: 4, relu2: 8) -> depthwise k x k conv (with a bias, a user's) -> bn: widening
     conv1 x2 gives the depthwise conv 16 channels, the old filters and biases at the old
     channels' places (0-3, 8-15), and at the new ones (4-7) the identity filter (1 at the
     centre) and bias 0; the network computes what it did."""
@@ -221,7 +222,7 @@ def test_widening_into_a_depthwise_conv_passes_the_new_channels_through():
          Node("conv1", "conv", ("input",), channels=4, kernel=3), Node("relu1", "relu", ("conv1",)),
          Node("conv2", "conv", ("input",), channels=8, kernel=3), Node("relu2", "relu", ("conv2",)),
          Node("cat", "concat", ("relu1", "relu2")),
-         Node("dw", "dwconv", ("cat",), kernel=3, bias=True), Node("bn", "bn", ("dw",)),
+         Node("dw", "dwconv", ("cat",), kernel=k, bias=True), Node("bn", "bn", ("dw",)),
          Node("relu3", "relu", ("bn",)), Node("conv3", "conv", ("relu3",), channels=4, kernel=3),
          Node("gap", "gap", ("conv3",)), Node("fc", "linear", ("gap",), channels=2)]
     a = Arch(tuple(n), "fc")
@@ -230,9 +231,9 @@ def test_widening_into_a_depthwise_conv_passes_the_new_channels_through():
     assert set(s) == set(weights_of(build(b)))
     old, new = list(range(4)) + list(range(8, 16)), [4, 5, 6, 7]
     w = s["layers.dw.weight"]
-    assert w.shape == (16, 1, 3, 3) and torch.equal(w[old], sd["layers.dw.weight"])
-    eye = torch.zeros(1, 3, 3, dtype=w.dtype)
-    eye[0, 1, 1] = 1.0
+    assert w.shape == (16, 1, k, k) and torch.equal(w[old], sd["layers.dw.weight"])
+    eye = torch.zeros(1, k, k, dtype=w.dtype)
+    eye[0, k // 2, k // 2] = 1.0
     assert all(torch.equal(w[c], eye) for c in new)
     bias = s["layers.dw.bias"]
     assert torch.equal(bias[old], sd["layers.dw.bias"]) and not bias[new].any()
