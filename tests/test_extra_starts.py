@@ -38,7 +38,7 @@ def seeded_run(tmp_path_factory):
     return d / "run", small
 
 
-def test_each_extra_start_is_trained_like_model_0(seeded_run):
+def test_each_extra_start_is_trained_like_model_0(seeded_run, capsys):
     out, small = seeded_run
     run = RunDir.open(out)
     st = run.state()
@@ -54,6 +54,19 @@ def test_each_extra_start_is_trained_like_model_0(seeded_run):
         "extra": [{"model": "start_1", "kind": "zoo", "name": "resnet8", "weights": None},
                   {"model": "start_2", "kind": "arch", "source": str(small), "weights": None}]}
     assert st.started["config"]["extra_starts"] == ["resnet8", str(small)]
+    # results.json and `show` name them with their validation accuracy and size
+    res = json.loads((out / "results.json").read_text())
+    assert res["extra_starts"] == [
+        {"model": m, "from": src, "val_accuracy": st.trained[m]["val_accuracy"],
+         "params": st.trained[m]["params"]}
+        for m, src in (("start_1", "resnet8"), ("start_2", str(small)))]
+    from morphclimb.cli import main
+    assert main(["show", str(out)]) == 0
+    text = capsys.readouterr().out
+    for m, src in (("start_1", "resnet8"), ("start_2", str(small))):
+        r = st.trained[m]
+        assert (f"{m} ({src}): val acc {100 * r['val_accuracy']:.2f}%, {r['params']:,} params"
+                in text)
 
 
 def test_the_first_front_is_the_starts_non_dominated_set(seeded_run):

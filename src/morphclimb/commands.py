@@ -116,6 +116,10 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
     if "model0" in r:
         lines.append(f"model_0: val acc {100 * r['model0']['val_accuracy']:.2f}%, "
                      f"{r['model0']['params']:,} params")
+    for e in r.get("extra_starts", ()):
+        if e.get("val_accuracy") is not None:
+            lines.append(f"{e['model']} ({e['from']}): val acc {100 * e['val_accuracy']:.2f}%, "
+                         f"{e['params']:,} params")
     sizes = {g["step"]: len(g["front"]) for g in r.get("generations", ())}
     for s in r["steps"]:
         ok = [ch for ch in s["children"] if ch["val_accuracy"] is not None]

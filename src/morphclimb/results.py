@@ -46,6 +46,12 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
         m0 = trained[MODEL0]
         out["model0"] = {"val_accuracy": m0.get("val_accuracy"), "params": m0["params"],
                          "epochs": m0["epochs"]}
+    extra = ((st.started or {}).get("start") or {}).get("extra") or []
+    if extra:   # a Pareto search's extra_starts, trained beside model_0
+        out["extra_starts"] = [
+            {"model": e["model"], "from": e.get("name") or e.get("source"),
+             "val_accuracy": trained.get(e["model"], {}).get("val_accuracy"),
+             "params": trained.get(e["model"], {}).get("params")} for e in extra]
     for key in (FINAL, BASELINE, RETRAIN, REFERENCE):
         if key in trained:
             out[key] = _summary(run, trained[key])
