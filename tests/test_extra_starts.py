@@ -17,6 +17,7 @@ from morphclimb.events import MODEL0
 from morphclimb.journal import RunDir
 from morphclimb.nash import hill_climb, resume
 from morphclimb.zoo import zoo_arch
+from test_pareto import killed_and_resumed
 
 SEEDED = dict(TINY, strategy="pareto", n_steps=1, n_neigh=2, n_draw=4)
 
@@ -95,12 +96,7 @@ def test_a_killed_seeded_search_resumes_to_the_same_front(seeded_run, tmp_path, 
     recs = [json.loads(x) for x in lines]
     k = next(i for i, r in enumerate(recs) if r.get("model") == cut or r["event"] == cut)
     killed = tmp_path / "killed"
-    shutil.copytree(out, killed)
-    (killed / "results.json").unlink()
-    (killed / "journal.jsonl").write_text("\n".join(lines[:k]) + "\n")   # dies before k
-    resume(killed)
-    a = json.loads((out / "results.json").read_text())
-    b = json.loads((killed / "results.json").read_text())
+    a, b = killed_and_resumed(out, killed, k)
     assert b["front"] == a["front"] and b["generations"] == a["generations"]
     st = RunDir.open(killed).state()
     assert [r["model"] for r in st.trained.values() if r.get("role") == "pretrain"] == \

@@ -419,14 +419,19 @@ def test_a_killed_pareto_search_resumes_to_the_same_front(pareto_run, tmp_path, 
     hits = [k for k, r in enumerate(recs) if r["event"] == cut or
             (cut == "final" and r.get("role") == "final" and r["event"] == "model_trained")]
     k = hits[len(hits) // 2] if cut != "final" else hits[0]
-    killed = tmp_path / "killed"
+    a, b = killed_and_resumed(out, tmp_path / "killed", k)
+    assert b["front"] == a["front"] and b["generations"] == a["generations"]
+
+
+def killed_and_resumed(out, killed, k):
+    """A copy of run `out` killed before journal record k, resumed: both runs' results."""
+    lines = (out / "journal.jsonl").read_text().splitlines()
     shutil.copytree(out, killed)
     (killed / "results.json").unlink()
     (killed / "journal.jsonl").write_text("\n".join(lines[:k]) + "\n")   # dies before k
     resume(killed)
-    a = json.loads((out / "results.json").read_text())
-    b = json.loads((killed / "results.json").read_text())
-    assert b["front"] == a["front"] and b["generations"] == a["generations"]
+    return (json.loads((out / "results.json").read_text()),
+            json.loads((killed / "results.json").read_text()))
 
 
 # ------------------------------------------------------------------ with the other features
