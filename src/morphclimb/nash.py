@@ -105,6 +105,14 @@ def probe_batch(split, size: int, seed: int) -> torch.Tensor | None:
     return probe_images(split.train.x[idx], split.mean, split.std)
 
 
+def trained_or_raise(model_id: str, rec: dict) -> dict:
+    """The model_trained record of `model_id`, or TrainingError with its failure's reason."""
+    if rec["event"] != Event.MODEL_TRAINED:
+        raise TrainingError(f"training {model_id} failed: "
+                            f"{(rec.get('reason') or '').splitlines()[0]}; {RETRY_HINT}")
+    return rec
+
+
 class Climber:
     """One run of Algorithm 1 over a run directory; completed trainings are never redone.
 
@@ -237,12 +245,7 @@ class Climber:
 
     def train_task(self, task: TrainTask) -> dict:
         """Train one task (or fetch it from the journal); raise if it failed."""
-        model_id = task.model_id
-        rec = self.train_all([task])[model_id]
-        if rec["event"] != Event.MODEL_TRAINED:
-            raise TrainingError(f"training {model_id} failed: "
-                                f"{(rec.get('reason') or '').splitlines()[0]}; {RETRY_HINT}")
-        return rec
+        return trained_or_raise(task.model_id, self.train_all([task])[task.model_id])
 
     # ------------------------------------------------------------------ Algorithm 1
     def pretrain(self) -> dict:
@@ -253,24 +256,15 @@ class Climber:
         epoch_pretrain epochs from fresh weights, like the paper's model_0. A Pareto search's
         `extra_starts` are trained alike, together with it, as start_1, start_2, ...
         """
-        if not self.c.extra_starts:
-            if MODEL0 in self.state.trained:
-                return self.state.trained[MODEL0]
-            arch, w, _ = load_start(self.c, self.split)
-            epochs = 0 if w is not None else self.c.epoch_pretrain
-            return self.train_one(MODEL0, arch, w, epochs, role="pretrain", step=0)
-        # a Pareto search's extra_starts: model_0 and start_1, start_2, ... alike, together
         tasks = []
-        for mid in start_ids(self.c):
+        for mid in start_ids(self.c):   # model_0, then a Pareto search's extra starts
             if mid not in self.state.trained:
                 arch, w, _ = start_of(self.c, self.split, mid)
                 tasks.append(self.task(mid, arch, w, 0 if w is not None
                                        else self.c.epoch_pretrain, role="pretrain", step=0))
-        for mid, rec in self.train_all(tasks).items():
-            if rec["event"] != Event.MODEL_TRAINED:
-                raise TrainingError(f"training {mid} failed: "
-                                    f"{(rec.get('reason') or '').splitlines()[0]}; "
-                                    f"{RETRY_HINT}")
+        if tasks:
+            for mid, rec in self.train_all(tasks).items():
+                trained_or_raise(mid, rec)
         return self.state.trained[MODEL0]
 
     def start_info(self) -> dict:
@@ -285,8 +279,6 @@ class Climber:
     def starts(self) -> list[dict]:
         """The climb's first parents: model_0, or a Pareto search's first front (model_0
         and its extra_starts, the non-dominated ones, the most accurate first)."""
-        if not self.c.extra_starts:
-            return [self.state.trained[MODEL0]]
         from .pareto import front_of
         return front_of([self.state.trained[m] for m in start_ids(self.c)], self.c.objective)
 
