@@ -14,18 +14,21 @@ in ../shared/data/README.md. See docs/gpu.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from morphclimb.data.archive import archive_to_npz, sha256_file  # noqa: E402
 
 SHA256 = "a20f75dab73b9c5c6f54e35c84da477e385f34a4615399fdbaef48b0e1e1c437"
 DEFAULT_SRC = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 DEST = ROOT / "gpu-data" / "cifar10-jpeg.tar.gz"
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def main(argv=None) -> int:
@@ -35,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--decode", action="store_true", help="also decode it to an .npz beside it")
     args = p.parse_args(argv)
     dest = args.dest
-    if dest.is_file() and sha256_file(dest) == SHA256:
+    if dest.is_file() and sha256(dest) == SHA256:
         print(f"{dest} is already there (sha256 ok)")
     else:
         if not args.src.is_file():
@@ -44,14 +47,16 @@ def main(argv=None) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
         shutil.copyfile(args.src, tmp)
-        digest = sha256_file(tmp)
+        digest = sha256(tmp)
         if digest != SHA256:
             tmp.unlink()
             print(f"{args.src}: sha256 {digest} is not the published {SHA256}", file=sys.stderr)
             return 1
         tmp.replace(dest)
         print(f"copied {args.src} -> {dest} ({dest.stat().st_size / 1e6:.1f} MB, sha256 ok)")
-    if args.decode:
+    if args.decode:   # needs the package's dependencies (numpy, pillow); the copy needs none
+        sys.path.insert(0, str(ROOT / "src"))
+        from morphclimb.data.archive import archive_to_npz
         npz = archive_to_npz(dest)
         print(f"decoded -> {npz} ({npz.stat().st_size / 1e6:.1f} MB)")
     return 0

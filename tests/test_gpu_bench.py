@@ -675,3 +675,53 @@ def test_default_search_on_gpu_trains_in_stream_slots_with_graphs(tmp_path, monk
     result = hill_climb(config, tmp_path / "run")
     assert result is not None and steps and set(steps) == {"cuda_graph"}
     assert all(name.startswith("morphclimb-stream") for name in threads), threads
+
+
+@needs_cuda
+def test_distillation_cuda_graph_agrees_with_eager_on_gpu(split):
+    """The teacher's forward pass captured in the step's graph (docs/distill.md) trains like
+    the eager step, and the teacher stays as it was (eval mode, no gradient, same weights)."""
+    from morphclimb.train import Distill
+    arch, w = grown(4, widths=(16, 32, 32), size=8)
+    t_arch, t_w = grown(6, seed=3, widths=(16, 32, 32), size=8)
+    teacher = build(t_arch, t_w)
+    before = {k: v.clone() for k, v in weights_of(teacher).items()}
+    losses = {}
+    for step in ("eager", "cuda_graph"):
+        res = fit(build(arch, w), split.train, epochs=4, config=TrainConfig(batch_size=32),
+                  mean=split.mean, std=split.std, seed=1, device="cuda", step=step,
+                  teacher=teacher, distill=Distill(0.7, 3.0))
+        assert res.settings["step"] == step and res.settings["distill"]["weight"] == 0.7
+        losses[step] = [r.loss for r in res.records]
+    np.testing.assert_allclose(losses["cuda_graph"], losses["eager"], rtol=0.05)
+    after = weights_of(teacher)
+    for k, v in before.items():
+        torch.testing.assert_close(after[k].cpu(), v.cpu(), rtol=0, atol=0)
+
+
+@needs_cuda
+def test_pareto_search_on_gpu_distills_in_stream_slots_with_graphs(tmp_path, monkeypatch):
+    """A Pareto search with approximate morphisms under the CUDA defaults: its approximate
+    children learn from their parents in captured graphs in the stream slots."""
+    import morphclimb.worker as worker
+    from conftest import TINY
+    from morphclimb.config import SearchConfig
+    from morphclimb.nash import hill_climb
+    seen = []
+    real_fit = worker.fit
+
+    def spy_fit(*a, **k):
+        res = real_fit(*a, **k)
+        seen.append((res.settings["step"], k.get("teacher") is not None,
+                     threading.current_thread().name))
+        return res
+    monkeypatch.setattr(worker, "fit", spy_fit)
+    data = make_tiny_npz(tmp_path / "tiny.npz")
+    config = SearchConfig(**{**TINY, "dataset": str(data), "device": "cuda", "threads": None,
+                             "strategy": "pareto", "approximate": True, "n_steps": 2,
+                             "n_neigh": 4, "n_draw": 8})
+    result = hill_climb(config, tmp_path / "run")
+    assert result is not None and result.results["front"]
+    assert {s for s, _, _ in seen} == {"cuda_graph"}
+    assert any(t for _, t, _ in seen), "no approximate child was distilled"
+    assert all(name.startswith("morphclimb-stream") for _, _, name in seen), seen
