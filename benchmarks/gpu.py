@@ -411,9 +411,10 @@ def section_per_child(nets, split, device, scale: Scale, mechanisms, end: float,
             del model
         except Exception as e:  # noqa: BLE001 - a mechanism that fails is a result too
             rows.append({"network": net, "mechanism": label,
-                         "error": f"{type(e).__name__}: {e}"[:500],
-                         "traceback": traceback.format_exc(limit=6)})
-            log(f"per-child {net} {label}: FAILED {type(e).__name__}: {e}")
+                         "error": f"{type(e).__name__}: {e}"[:2500],
+                         "traceback": traceback.format_exc(limit=-6)})
+            log(f"per-child {net} {label}: FAILED {type(e).__name__}: {e}\n"
+                f"{rows[-1]['traceback']}")
             report.progress(name, rows)
             continue
         secs = [r.seconds for r in res.records]
@@ -546,15 +547,17 @@ def section_aggregate(models, split, device, scale: Scale, keys, images: int, en
                 wall = time.perf_counter() - t
                 bad = [o for o in outs if not o.ok]
                 if bad:
-                    raise RuntimeError(f"{len(bad)} of {len(outs)} failed: {bad[0].error[:400]}")
+                    for o in bad:   # every failure whole in the log, the first in the row
+                        log(f"{name} {label} {run}: {o.model_id} failed: {o.error}")
+                    raise RuntimeError(f"{len(bad)} of {len(outs)} failed: {bad[0].error}")
                 img = sum(r["images"] for o in outs for r in o.records)
                 flops = sum(3 * fwd[o.model_id] * r["images"] for o in outs for r in o.records)
                 row.update({f"{run}_s": wall, f"img_s_{run}": img / wall,
                             f"tflop_s_{run}": flops / wall / 1e12})
             row["loss"] = {o.model_id: o.records[-1]["loss"] for o in outs}
         except Exception as e:  # noqa: BLE001
-            row = {"key": key, "config": label, "error": f"{type(e).__name__}: {e}"[:500],
-                   "traceback": traceback.format_exc(limit=6)}
+            row = {"key": key, "config": label, "error": f"{type(e).__name__}: {e}"[:2500],
+                   "traceback": traceback.format_exc(limit=-6)}
             log(f"{name} {label}: FAILED {type(e).__name__}: {e}")
         finally:
             if ex is not None:
@@ -788,41 +791,56 @@ def train_estimate(fwds, images, n_eval, rate, gains) -> tuple[float, str]:
     return max(sum(alone) / g, max(alone)), f"; concurrency gain {g:.2f}x over {ref}"
 
 
+# Past this many parameters a simulated lineage's parent is not grown further (its children
+# would take tens of GB of host memory): later steps are extrapolated, and say so.
+SIMULATE_MAX_PARAMS = 1e8
+
+
 def simulate_lineage(arch: Arch, weights: dict, config: SearchConfig, first_step: int,
                      budget_s: float, pick: str, probe) -> list[dict]:
     """The unfinished steps' models and the final network: children made by the search's own
     procedure (seeds of (run seed, step, child)) from `arch`; child 1 of each step is made
     with the probe batch, as the search makes every child, and timed ("make_one_s"); the
     others without it (the probe changes new weights, not architectures). The next step's
-    parent is the child of median FLOPs (pick="median") or the largest ("largest"). Past
-    `budget_s` seconds the later steps repeat the last growth factor ("extrapolated")."""
+    parent is the child of median FLOPs (pick="median") or the largest ("largest"), made
+    again (one child's weights are held at a time). Past `budget_s` seconds, or once a parent
+    has SIMULATE_MAX_PARAMS parameters, the later steps repeat the last growth factor
+    ("extrapolated")."""
     out, t0 = [], time.perf_counter()
     per_flop = None   # seconds to make one child per forward FLOP of its parent (last timed)
     for i in range(first_step, config.n_steps + 1):
-        if time.perf_counter() - t0 > budget_s and out:
+        big = arch.num_params > SIMULATE_MAX_PARAMS
+        if (time.perf_counter() - t0 > budget_s or big) and out:
             growth = (sum(out[-1]["fwd"]) / sum(out[-2]["fwd"])) if len(out) > 1 else 1.0
+            why = (f" (the parent has over {SIMULATE_MAX_PARAMS:.0e} parameters)" if big
+                   else "")
             out.append({"step": i, "fwd": [f * growth for f in out[-1]["fwd"]],
-                        "make_one_s": out[-1]["make_one_s"] * growth, "how": "extrapolated"})
+                        "make_one_s": out[-1]["make_one_s"] * growth,
+                        "how": "extrapolated" + why})
             continue
         parent = forward_flops(arch)
         left = budget_s - (time.perf_counter() - t0)
         timed = per_flop is None or per_flop * parent < left   # else scaled from the last
         children, make_one = [], float("nan") if per_flop is None else per_flop * parent
-        for j in range(1, max(config.n_neigh, 2)):
+
+        def make(j: int, probed: bool, i=i, arch=arch, weights=weights):
             rng = np.random.default_rng(derive_seed(config.seed, "morph", i, j))
+            return apply_random_morphisms(arch, weights, config.n_nm, rng,
+                                          probe=probe if probed else None)[:2]
+        for j in range(1, max(config.n_neigh, 2)):
             t = time.perf_counter()
-            a, w, _ = apply_random_morphisms(arch, weights, config.n_nm, rng,
-                                             probe=probe if j == 1 and timed else None)
+            a, _ = make(j, j == 1 and timed)   # the weights are dropped: one child at a time
             if j == 1 and timed:
                 make_one = time.perf_counter() - t
                 per_flop = make_one / parent
-            children.append((forward_flops(a), a, w))
+            children.append((forward_flops(a), j))
         fwd = [c[0] for c in children] + ([parent] if config.n_neigh > 1 else [])
         out.append({"step": i, "fwd": fwd, "make_one_s": make_one,
                     "how": "simulated" if timed else "simulated (making scaled by FLOPs)"})
         children.sort(key=lambda c: c[0])
-        _, arch, weights = children[-1] if pick == "largest" else children[len(children) // 2]
-    if out and out[-1]["how"] == "extrapolated":
+        j = (children[-1] if pick == "largest" else children[len(children) // 2])[1]
+        arch, weights = make(j, j == 1 and timed)   # the next parent, made again
+    if out and out[-1]["how"].startswith("extrapolated"):
         ordered = sorted(out[-1]["fwd"][:-1] or out[-1]["fwd"])
         final = ordered[-1] if pick == "largest" else ordered[len(ordered) // 2]
         out.append({"step": "final", "fwd": [final], "how": "extrapolated"})

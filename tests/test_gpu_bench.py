@@ -440,6 +440,46 @@ def _gpu_module():
     return mod
 
 
+@pytest.mark.parametrize("pick", ["median", "largest"])
+def test_simulated_lineage_grows_the_searchs_own_children(pick):
+    """benchmarks/gpu.py's estimate of the unfinished steps: each step's children are the
+    search's own (seeds of (run seed, step, child)), the next parent the median or largest by
+    FLOPs, worked out here child by child; only one child's weights are held at a time."""
+    from morphclimb.config import SearchConfig
+    from morphclimb.seeds import derive_seed
+    gpu = _gpu_module()
+    config = SearchConfig(n_steps=3, n_neigh=4, n_nm=2, seed=5)
+    arch, w = grown(0, widths=(4, 8, 8))
+    sim = gpu.simulate_lineage(arch, w, config, 1, 60.0, pick, None)
+    want, a, wt = [], arch, w
+    for i in (1, 2, 3):
+        kids = []
+        for j in (1, 2, 3):
+            k = apply_random_morphisms(a, wt, 2, np.random.default_rng(
+                derive_seed(5, "morph", i, j)))
+            kids.append((forward_flops(k[0]), j, k))
+        want.append([f for f, _, _ in kids] + [forward_flops(a)])
+        kids.sort(key=lambda c: c[0])
+        a, wt, _ = (kids[-1] if pick == "largest" else kids[1])[2]
+    assert [s["fwd"] for s in sim[:-1]] == want
+    assert [s["how"] for s in sim] == ["simulated"] * 4
+    assert sim[-1] == {"step": "final", "fwd": [forward_flops(a)], "how": "simulated"}
+
+
+def test_simulated_lineage_stops_growing_past_its_parameter_limit(monkeypatch):
+    from morphclimb.config import SearchConfig
+    gpu = _gpu_module()
+    arch, w = grown(0, widths=(4, 8, 8))
+    monkeypatch.setattr(gpu, "SIMULATE_MAX_PARAMS", arch.num_params + 1)
+    sim = gpu.simulate_lineage(arch, w, SearchConfig(n_steps=3, n_neigh=4, n_nm=3, seed=1),
+                               1, 60.0, "largest", None)
+    assert sim[0]["how"] == "simulated"
+    assert [s["how"] for s in sim[1:3]] == [
+        f"extrapolated (the parent has over {arch.num_params + 1:.0e} parameters)"] * 2
+    assert sim[2]["fwd"] == [f * 1.0 for f in sim[1]["fwd"]]    # one measured step: growth 1
+    assert sim[3]["how"] == "extrapolated" and sim[3]["fwd"] == [max(sim[2]["fwd"][:-1])]
+
+
 def test_gpu_benchmark_smoke_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     gpu = _gpu_module()
     saves, copies = [], []
@@ -725,3 +765,25 @@ def test_pareto_search_on_gpu_distills_in_stream_slots_with_graphs(tmp_path, mon
     assert {s for s, _, _ in seen} == {"cuda_graph"}
     assert any(t for _, t, _ in seen), "no approximate child was distilled"
     assert all(name.startswith("morphclimb-stream") for _, _, name in seen), seen
+
+
+@needs_cuda
+def test_eight_slots_capture_while_others_tune_and_evaluate_on_gpu(tmp_path):
+    """What failed on the first GPU run (docs/gpu.md): 8 slots, each child with new shapes,
+    cuDNN autotuning on, captures beside other slots' warm-ups and evaluations (autotuning
+    synchronises the device, which invalidates a capture under way). Every task must train,
+    both times, and the process must stay usable (random draws on the device afterwards)."""
+    path = make_tiny_npz(tmp_path / "d.npz", n_train=2048, n_test=64, size=32, classes=10)
+    split32 = load_dataset(str(path)).split(val=512, seed=0)
+    config = TrainConfig(batch_size=128, lr_start=0.01)   # CUDA defaults: bf16, channels_last,
+    # autotuning
+    tasks = []
+    for j in range(8):
+        a, w = grown(5, seed=40 + j, widths=(16, 32, 64), size=32, classes=10)
+        tasks.append(TrainTask(f"c{j}", a.to_dict(), w, 2, config, seed=j, step="cuda_graph"))
+    with StreamExecutor(split32, "cuda", concurrency=8, cuda_graph=True) as ex:
+        first, again = ex.run(tasks), ex.run(tasks)
+    bad = [o.error for o in first + again if not o.ok]
+    assert not bad, bad[0]
+    assert all(o.eval is not None for o in first + again)
+    torch.randn(4, device="cuda").sum().item()   # the CUDA generator was left usable

@@ -154,7 +154,9 @@ def build(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None = None, *,
     if not isinstance(arch, Arch):
         raise TypeError(f"build() needs an Arch, got {type(arch).__name__}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # the CPU generator only: torch.manual_seed would reseed every CUDA generator too
+        # (and not restore them), which a CUDA graph capture in another thread may be using
+        torch.default_generator.manual_seed(seed)
         net = Network(arch)
     if dtype is None and state_dict is not None:
         dtype = _float_dtype(state_dict)

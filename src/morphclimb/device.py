@@ -166,3 +166,88 @@ def side_stream(device: torch.device | str, key: Hashable) -> torch.cuda.Stream:
         if stream is None:
             stream = _streams[(dev.index, key)] = torch.cuda.Stream(dev)
         return stream
+
+
+class CaptureGuard:
+    """Keeps CUDA graph captures apart from eager CUDA work in other threads of the process.
+
+    CUDA forbids synchronising the device (or its context) while any stream of it is being
+    captured: the call fails and invalidates the capture. Eager work can do exactly that
+    behind the caller's back: cuDNN autotuning synchronises the device for every new
+    convolution shape, and the caching allocator's cudaFree does too. A failed capture also
+    leaves PyTorch's CUDA generator and graph memory pool in capture state, so every later
+    capture or random draw on the device fails. So, in a process whose threads train at once
+    (parallel.streams):
+
+    * `exclusive(device)`: a capture (and each slot thread's first CUDA work, which creates
+      its cuDNN/cuBLAS handles) runs alone: it waits until no thread is inside `shared`, and
+      keeps new ones out until it ends;
+    * `shared(device)`: eager CUDA work that may synchronise the device (a CUDA graph's
+      warm-up, an eager or compiled training, an evaluation); any number of threads at once,
+      re-entrant within a thread. Replays of captured graphs need neither.
+
+    A waiting capture goes before new `shared` blocks (so eager work cannot starve it). On
+    other devices both are no-ops."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0            # threads inside shared() now
+        self._exclusive = False     # a thread inside exclusive() now
+        self._waiting = 0           # threads waiting for exclusive()
+        self._depth = threading.local()
+
+    @staticmethod
+    def _cuda(device) -> bool:
+        return device is not None and torch.device(device).type == "cuda"
+
+    @contextlib.contextmanager
+    def shared(self, device) -> Iterator[None]:
+        if not self._cuda(device):
+            yield
+            return
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:   # a thread already inside shared() never waits (no self-deadlock)
+            with self._cond:
+                while self._exclusive or self._waiting:
+                    self._cond.wait()
+                self._shared += 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with self._cond:
+                    self._shared -= 1
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self, device) -> Iterator[None]:
+        if not self._cuda(device):
+            yield
+            return
+        if getattr(self._depth, "n", 0):
+            raise RuntimeError("a CUDA graph capture inside this thread's own eager CUDA work "
+                               "(CaptureGuard.shared) would wait for itself")
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            except BaseException:   # interrupted: let the shared blocks it held back go on
+                self._waiting -= 1
+                self._cond.notify_all()
+                raise
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+# The process's one guard: captures (train._StaticStep.capture, parallel.streams' first CUDA
+# work) are exclusive, eager CUDA training and evaluation shared.
+CUDA_WORK = CaptureGuard()

@@ -65,15 +65,12 @@ from .augment import (
     to_float,
 )
 from .config import TRAIN_STEPS, check_training, finite
-from .device import auto_settings, resolve_device, side_stream, speed_settings
+from .device import CUDA_WORK, auto_settings, resolve_device, side_stream, speed_settings
 from .errors import ConfigError, DataError, TrainingError
 
 PAD = 4
 CHUNK = 16  # batches augmented together (amortises per-op overhead, bounds memory)
 GRAPH_WARMUP = 3  # eager steps (then undone) before a CUDA graph capture
-# Held during every CUDA graph capture in this process (one at a time), and by whatever must
-# not run while a capture is under way (parallel.streams: each thread's first CUDA work).
-CAPTURE_LOCK = threading.Lock()
 # Per capture stream: [memory pool handle, the last graph captured on it]. Successive graphs
 # of one stream share one pool (a new capture reuses the memory of the last one, which is
 # never replayed again), so a search's many children do not each keep a pool of their own.
@@ -372,7 +369,8 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback, kd=None
         opt.step()
         return loss.detach(), logits.detach().argmax(1)
 
-    return _epochs(x, y, epochs, batch, config, gen, pad, callback, step)
+    with CUDA_WORK.shared(dev):   # eager steps: autotuning may synchronise the device
+        return _epochs(x, y, epochs, batch, config, gen, pad, callback, step)
 
 
 def _epochs(x, y, epochs: int, batch: int, config: TrainConfig, gen, pad, callback, step
@@ -458,7 +456,8 @@ class _StaticStep:
         Warm-up and capture run on a side stream (the current one if it is not the default
         stream: each of the stream executor's threads has its own). The capture uses
         "thread_local" mode so that other threads keep training meanwhile, one capture runs
-        at a time per process, and the graphs captured on one stream share a memory pool.
+        at a time per process while no other thread does eager CUDA work (device.CaptureGuard),
+        and the graphs captured on one stream share a memory pool.
         """
         dev = self.dev
         saved = [t.detach().clone() for t in self._state()]
@@ -468,21 +467,22 @@ class _StaticStep:
             side = side_stream(dev, ("fit", threading.get_ident()))
             side.wait_stream(current)
         with torch.cuda.stream(side):
-            self.xb.copy_(x0)
-            self.yb.copy_(y0)
-            for _ in range(warmup):
-                self.opt.zero_grad(set_to_none=True)
-                self._body()
-            with torch.no_grad():
-                for t, v in zip(self._state(), saved, strict=True):
-                    t.copy_(v)
-                for state in self.opt.state.values():  # momentum 0: the first step is exact
-                    buf = state.get("momentum_buffer")
-                    if buf is not None:
-                        buf.zero_()
+            with CUDA_WORK.shared(dev):   # eager: autotuning may synchronise the device
+                self.xb.copy_(x0)
+                self.yb.copy_(y0)
+                for _ in range(warmup):
+                    self.opt.zero_grad(set_to_none=True)
+                    self._body()
+                with torch.no_grad():
+                    for t, v in zip(self._state(), saved, strict=True):
+                        t.copy_(v)
+                    for state in self.opt.state.values():  # momentum 0: the first step exact
+                        buf = state.get("momentum_buffer")
+                        if buf is not None:
+                            buf.zero_()
             self.opt.zero_grad(set_to_none=True)  # backward allocates .grad in the graph pool
             key = (side.device.index, side.cuda_stream)
-            with CAPTURE_LOCK:
+            with CUDA_WORK.exclusive(dev):   # no other thread's eager work while capturing
                 keeper = _graph_pools.setdefault(key, [torch.cuda.graph_pool_handle(), None])
                 graph = torch.cuda.CUDAGraph()
                 graph.capture_begin(pool=keeper[0], capture_error_mode="thread_local")
@@ -578,7 +578,7 @@ def evaluate(model: nn.Module, data, *, mean: Sequence[float], std: Sequence[flo
     if channels_last:   # outside inference mode: the weights must stay usable for training
         model.to(dev, memory_format=torch.channels_last)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), CUDA_WORK.shared(dev):
             for i, logits in _batches(model, data.x, mean, std, dev, batch_size, bf16,
                                       channels_last):
                 yb = y[i:i + len(logits)]
@@ -602,9 +602,10 @@ def predict_proba(model: nn.Module, x_uint8: np.ndarray, *, mean: Sequence[float
     was_training = model.training
     model.eval()
     out = []
+    dev = _model_device(model) if device is None else resolve_device(device)
     try:
-        with torch.inference_mode():
-            for _, logits in _batches(model, x_uint8, mean, std, device, batch_size):
+        with torch.inference_mode(), CUDA_WORK.shared(dev):
+            for _, logits in _batches(model, x_uint8, mean, std, dev, batch_size):
                 out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     finally:
         model.train(was_training)

@@ -128,7 +128,7 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
     except (TrainingError, RuntimeError, ValueError, torch.cuda.OutOfMemoryError) as e:
         reason = f"{type(e).__name__}: {e}".strip()
         if not isinstance(e, TrainingError):
-            reason += "\n" + traceback.format_exc(limit=3)
+            reason += "\n" + traceback.format_exc(limit=-4)
         return TrainOutcome(task.model_id, False, None, [], None, time.perf_counter() - start,
                             error=reason[:2000], meta=dict(task.meta))
 

@@ -35,9 +35,8 @@ import traceback
 import torch
 
 from ..augment import device_images, device_labels
-from ..device import cpu_count, resolve_device, side_stream
+from ..device import CUDA_WORK, cpu_count, resolve_device, side_stream
 from ..errors import ConfigError
-from ..train import CAPTURE_LOCK
 from ..worker import TrainOutcome, TrainTask, run_isolated
 from .transport import OnDone, OnEpoch, failed, with_threads
 
@@ -76,14 +75,15 @@ def slot_devices(device: torch.device, concurrency: int | None) -> list[str]:
 def _first_cuda_work(dev: torch.device) -> None:
     """A tiny convolution, matrix product and their backward passes (fp32 and bf16) on this
     thread's stream, then wait for them: the thread's cuDNN and cuBLAS handles and
-    workspaces are made here, under CAPTURE_LOCK, rather than during another thread's CUDA
-    graph capture."""
-    x = torch.randn(2, 3, 8, 8, device=dev, requires_grad=True)
-    w = torch.randn(4, 3, 3, 3, device=dev, requires_grad=True)
+    workspaces are made here, alone (device.CUDA_WORK.exclusive), rather than during another
+    thread's CUDA graph capture. No random draws: after a failed capture elsewhere PyTorch's
+    CUDA generator would refuse them."""
+    x = torch.linspace(-1, 1, 2 * 3 * 8 * 8, device=dev).view(2, 3, 8, 8).requires_grad_()
+    w = torch.linspace(-1, 1, 4 * 3 * 3 * 3, device=dev).view(4, 3, 3, 3).requires_grad_()
     for bf16 in (False, True):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             y = torch.nn.functional.conv2d(x, w, padding=1)
-            z = y.flatten(1) @ torch.randn(y[0].numel(), 5, device=dev)
+            z = y.flatten(1) @ torch.ones(y[0].numel(), 5, device=dev)
         z.float().sum().backward()
     torch.cuda.current_stream(dev).synchronize()
 
@@ -236,12 +236,12 @@ class StreamExecutor:
             ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
             with ctx:
                 if stream is not None:
-                    with CAPTURE_LOCK:
+                    with CUDA_WORK.exclusive(dev):
                         _first_cuda_work(torch.device(dev))
                 self._serve(k, dev)
         except BaseException as e:  # noqa: BLE001 - run() fails the tasks no slot can take
             self._broken[k] = (f"{type(e).__name__}: {e}\n"
-                               f"{traceback.format_exc(limit=3)}")
+                               f"{traceback.format_exc(limit=-4)}")
 
     def _serve(self, k: int, dev: str) -> None:
         while True:
@@ -267,7 +267,7 @@ class StreamExecutor:
                 continue
             except BaseException as e:  # noqa: BLE001 - the slot stays up for the next job
                 out = failed(task, f"stream executor slot {k}: {type(e).__name__}: {e}\n"
-                                   f"{traceback.format_exc(limit=3)}"[:2000])
+                                   f"{traceback.format_exc(limit=-4)}"[:2000])
             r.messages.put(("done", i, out))
 
     def close(self) -> None:
