@@ -472,7 +472,7 @@ def test_config_check_accepts_the_edges(kw):
     ({"augment": "yes"}, "augment must be true or false, got 'yes'"),
     ({"bf16": 0}, "bf16 must be true, false or null (auto), got 0"),
     ({"channels_last": "no"}, "channels_last must be true, false or null (auto), got 'no'"),
-    ({"cudnn_benchmark": 1}, "cudnn_benchmark must be true, false or null (auto: on), got 1"),
+    ({"cudnn_benchmark": 1}, "cudnn_benchmark must be true, false or null (auto), got 1"),
     ({"threads": 0}, "threads must be a positive integer or null (auto), got 0"),
     ({"momentum": 0.0}, "nesterov=true needs momentum > 0 (set nesterov=false for plain SGD)"),
 ])

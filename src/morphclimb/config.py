@@ -87,7 +87,7 @@ class SearchConfig:
     eval_batch_size: int = 1000
     train_step: str = "auto"          # how a training step runs: eager, cuda_graph, compile;
                                       # auto: cuda_graph on CUDA, eager elsewhere
-    cudnn_benchmark: bool | None = None   # CUDA: cuDNN autotuning while training (None: on)
+    cudnn_benchmark: bool | None = None   # CUDA: cuDNN autotuning (None: auto, off in stream slots)
     # execution
     seed: int = 0
     device: str = "auto"
@@ -322,7 +322,7 @@ def check_training(t: Any) -> None:
         need(v is None or isinstance(v, bool), f"{name} must be true, false or null (auto), "
              f"got {v!r}")
     need(t.cudnn_benchmark is None or isinstance(t.cudnn_benchmark, bool),
-         f"cudnn_benchmark must be true, false or null (auto: on), got {t.cudnn_benchmark!r}")
+         f"cudnn_benchmark must be true, false or null (auto), got {t.cudnn_benchmark!r}")
     need(t.threads is None or (_int(t.threads) and t.threads >= 1),
          f"threads must be a positive integer or null (auto), got {t.threads!r}")
     need(not (t.nesterov and t.momentum == 0),

@@ -111,7 +111,8 @@ class TrainConfig:
     channels_last: bool | None = None
     threads: int | None = None
     eval_batch_size: int = 1000
-    cudnn_benchmark: bool | None = None   # CUDA: autotune convolutions while training (None: on)
+    cudnn_benchmark: bool | None = None   # CUDA: autotune convolutions (None: on in fit; the
+    # stream executor makes it off where several slots share a GPU: docs/gpu.md)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.sgdr, bool), f"sgdr must be true or false, got {self.sgdr!r}")

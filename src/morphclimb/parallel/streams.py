@@ -94,8 +94,11 @@ class StreamExecutor:
     `concurrency`: slots (CUDA: 8 per GPU by default; CPU: one per core). `threads`: intra-op
     threads per slot on the CPU (default cores // concurrency; also given to every task whose
     config leaves `threads` unset). `cuda_graph=True` trains every task with
-    step="cuda_graph" (train.fit). `on_epoch(model_id, record)` runs in the calling thread.
-    The slot threads start on the first run() and end at close() (or the `with` block's end).
+    step="cuda_graph" (train.fit). Where several slots share a GPU, a task whose config
+    leaves `cudnn_benchmark` unset (None) trains without cuDNN autotuning (it synchronises the
+    device; measured much slower there, docs/gpu.md). `on_epoch(model_id, record)` runs in the
+    calling thread. The slot threads start on the first run() and end at close() (or the
+    `with` block's end).
     """
 
     name = "streams"
@@ -115,6 +118,9 @@ class StreamExecutor:
         self.threads = (threads or max(1, cpu_count() // self.concurrency)) if cpu else None
         self.on_epoch = on_epoch
         self.cuda_graph = bool(cuda_graph)
+        # several slots train on one GPU: cuDNN autotuning off unless a task asks for it
+        self.shared_gpu = (self.device.type == "cuda"
+                           and len(self.devices) > len(set(self.devices)))
         self.streams = ([side_stream(d, ("streams", k)) for k, d in enumerate(self.devices)]
                         if self.device.type == "cuda" else [None] * self.concurrency)
         self._jobs: queue.Queue = queue.Queue()    # (run, task index), or None: end the slot
@@ -139,6 +145,11 @@ class StreamExecutor:
         task = with_threads(task, self.threads)
         if self.cuda_graph and task.step != "compile":
             task = dataclasses.replace(task, step="cuda_graph")
+        if self.shared_gpu and task.config.cudnn_benchmark is None:
+            # autotuning synchronises the device: measured 3.9x slower for a step of 8
+            # children on one H200 (docs/gpu.md), so off unless asked for
+            task = dataclasses.replace(task, config=dataclasses.replace(task.config,
+                                                                        cudnn_benchmark=False))
         if task.step == "compile":
             raise ConfigError(f"the stream executor cannot train {task.model_id} with "
                               "train_step=compile (torch.compile is not thread-safe); use "
