@@ -670,3 +670,33 @@ def test_a_resumed_generation_keeps_the_parents_its_journal_names(pareto_run, tm
     assert any("distill" in r for m, r in b.trained.items() if r.get("step") == 2)
     assert _front(killed) == _front(out)
 
+
+
+def test_a_child_repeating_one_of_several_parents_names_that_parent(tmp_path, monkeypatch):
+    """With a front of several parents, a child equal to a parent is redrawn and the reason
+    names the parent ("same architecture as parent ID"); with one parent, "its parent"."""
+    from morphclimb import nash
+    real = nash.apply_random_morphisms
+    seen = set()
+
+    def first_draw_repeats_its_parent(arch, weights, n, rng, probe=None, **kw):
+        key = json.dumps(arch.to_dict(), sort_keys=True)
+        if key not in seen:            # each parent's first child: the parent itself
+            seen.add(key)
+            return arch, weights, []
+        return real(arch, weights, n, rng, probe=probe, **kw)
+
+    monkeypatch.setattr(nash, "apply_random_morphisms", first_draw_repeats_its_parent)
+    npz = str(make_tiny_npz(tmp_path / "tiny.npz"))
+    for seed in range(8):   # the first seed whose front after step 1 has several members
+        seen.clear()
+        hill_climb(SearchConfig(**{**PARETO, "dataset": npz, "seed": seed}),
+                   tmp_path / f"run{seed}")
+        st = RunDir.open(tmp_path / f"run{seed}").state()
+        if len(st.kept(1)) > 1:
+            break
+    assert len(st.kept(1)) > 1            # step 2 draws from several parents
+    reasons = {(r["step"], st.made[r["model"]]["parent"]): r["reason"] for r in st.redrawn}
+    assert reasons[(1, "m0")] == "same architecture as its parent"
+    step2 = {p: why for (i, p), why in reasons.items() if i == 2}
+    assert step2 and all(why == f"same architecture as parent {p}" for p, why in step2.items())
