@@ -651,3 +651,23 @@ def test_the_last_rung_is_predicted_as_one_rung_of_its_survivors(tiny_npz, tmp_p
     n_train, n_val = 154, 38                       # the tiny set's split
     assert st.stopped["predicted"]["step 1"] == pytest.approx(
         len(kept) * passes(2, n_train, n_val))      # rung 2: 2 epochs, for the 2 survivors
+
+
+@pytest.mark.parametrize("failing", ["m0", "final"])
+def test_a_failed_pretraining_or_final_training_says_why_and_how_to_go_on(tiny_npz, tmp_path,
+                                                                          monkeypatch, failing):
+    """model_0's and the final training's failures end the search with one line: the model,
+    the first line of its reason, and how to retry."""
+    import morphclimb.worker as worker
+    from morphclimb.errors import TrainingError
+    real = worker.run_task
+
+    def run_task(task, *a, **k):
+        if task.model_id == failing:
+            return worker.failed_outcome(task, "TrainingError: the loss became nan\nat epoch 1")
+        return real(task, *a, **k)
+    monkeypatch.setattr(worker, "run_task", run_task)
+    with pytest.raises(TrainingError) as err:
+        hill_climb(cfg(tiny_npz, n_steps=1), tmp_path / "run")
+    assert str(err.value) == (f"training {failing} failed: TrainingError: the loss became nan; "
+                              f"{nash.RETRY_HINT}")
