@@ -89,10 +89,14 @@ spec() {
                morphclimb.nash.xǁClimberǁ__init__* morphclimb.nash.x_train_config*
                morphclimb.nash.xǁClimberǁmake_child* morphclimb.nash.xǁClimberǁstep__*
                morphclimb.nash.xǁClimberǁto_finish* morphclimb.nash.xǁClimberǁfinish_front*
-               morphclimb.nash.x_rules_for*"
+               morphclimb.nash.x_rules_for* morphclimb.nash.xǁClimberǁpretrain*
+               morphclimb.nash.xǁClimberǁtrain_task* morphclimb.nash.xǁClimberǁstarts*
+               morphclimb.nash.x_trained_or_raise*"
         TESTS="tests/test_search_rules.py
                tests/test_rules.py
                tests/test_pareto.py
+               tests/test_extra_starts.py
+               tests/test_limits.py::test_start_from_a_run_begins_with_its_final_network
                tests/test_nash.py::test_algorithm1_bookkeeping
                tests/test_nash.py::test_random_networks_accept_every_child
                tests/test_nash.py::test_incumbent_kept_unless_beaten

@@ -79,6 +79,9 @@ def test_the_first_front_is_the_starts_non_dominated_set(seeded_run):
     res = json.loads((out / "results.json").read_text())
     gen0 = res["generations"][0]
     assert gen0["step"] == 0 and {e["id"] for e in gen0["front"]} == first
+    # each start is a step-0 network with its own pretraining as its lineage
+    assert all(e["step"] == 0 and e["epochs"] == st.trained[e["id"]]["epochs"] > 0
+               for e in gen0["front"]), gen0["front"]
     assert [e["params"] for e in gen0["front"]] == sorted(e["params"] for e in gen0["front"])
     # every child of the first generation has a parent on that front
     children = [r for r in st.trained.values() if r.get("role") == "child"]

@@ -653,9 +653,15 @@ def test_the_last_rung_is_predicted_as_one_rung_of_its_survivors(tiny_npz, tmp_p
         len(kept) * passes(2, n_train, n_val))      # rung 2: 2 epochs, for the 2 survivors
 
 
-@pytest.mark.parametrize("failing", ["m0", "final"])
-def test_a_failed_pretraining_or_final_training_says_why_and_how_to_go_on(tiny_npz, tmp_path,
-                                                                          monkeypatch, failing):
+@pytest.mark.parametrize("failing, reason, said", [
+    ("m0", "TrainingError: the loss became nan\nat epoch 1", "TrainingError: the loss became nan"),
+    ("final", "TrainingError: the loss became nan\nat epoch 1",
+     "TrainingError: the loss became nan"),
+    ("m0", "", "no reason given"),                  # a failure without words still says one
+    ("final", "\n  \n", "no reason given"),
+])
+def test_a_failed_pretraining_or_final_training_says_why_and_how_to_go_on(
+        tiny_npz, tmp_path, monkeypatch, failing, reason, said):
     """model_0's and the final training's failures end the search with one line: the model,
     the first line of its reason, and how to retry."""
     import morphclimb.worker as worker
@@ -664,10 +670,9 @@ def test_a_failed_pretraining_or_final_training_says_why_and_how_to_go_on(tiny_n
 
     def run_task(task, *a, **k):
         if task.model_id == failing:
-            return worker.failed_outcome(task, "TrainingError: the loss became nan\nat epoch 1")
+            return worker.failed_outcome(task, reason)
         return real(task, *a, **k)
     monkeypatch.setattr(worker, "run_task", run_task)
     with pytest.raises(TrainingError) as err:
         hill_climb(cfg(tiny_npz, n_steps=1), tmp_path / "run")
-    assert str(err.value) == (f"training {failing} failed: TrainingError: the loss became nan; "
-                              f"{nash.RETRY_HINT}")
+    assert str(err.value) == f"training {failing} failed: {said}; {nash.RETRY_HINT}"

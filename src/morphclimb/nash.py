@@ -108,8 +108,8 @@ def probe_batch(split, size: int, seed: int) -> torch.Tensor | None:
 def trained_or_raise(model_id: str, rec: dict) -> dict:
     """The model_trained record of `model_id`, or TrainingError with its failure's reason."""
     if rec["event"] != Event.MODEL_TRAINED:
-        raise TrainingError(f"training {model_id} failed: "
-                            f"{(rec.get('reason') or '').splitlines()[0]}; {RETRY_HINT}")
+        why = (rec.get("reason") or "").strip().splitlines() or ["no reason given"]
+        raise TrainingError(f"training {model_id} failed: {why[0]}; {RETRY_HINT}")
     return rec
 
 
