@@ -676,3 +676,53 @@ def test_a_failed_pretraining_or_final_training_says_why_and_how_to_go_on(
     with pytest.raises(TrainingError) as err:
         hill_climb(cfg(tiny_npz, n_steps=1), tmp_path / "run")
     assert str(err.value) == f"training {failing} failed: {said}; {nash.RETRY_HINT}"
+
+
+def test_the_budget_check_before_each_rung_counts_the_rungs_still_ahead(tiny_npz, tmp_path,
+                                                                        monkeypatch):
+    """rungs [1, 1, 2], eta 2, 5 candidates, trained one at a time: before each training the
+    time budget predicts the rest of the step from the rungs still ahead: in rung 1 the
+    untrained candidates' 1 epoch, then ceil(n/2) of them 1 more and ceil(n/4) 2 more; in
+    rung 2 the rest of it and rung 3; in rung 3 only its own 2 epochs (not rung 2 again)."""
+    import morphclimb.forecast as forecast
+    events = []
+    real_model = forecast.time_model
+
+    def time_model(climber):
+        events.append(("model", real_model(climber)))
+        return events[-1][1]
+
+    def fits(left, costs):
+        events.append(("costs", dict(costs)))
+        return True, ""                       # never stops: every check is seen
+    monkeypatch.setattr(forecast, "time_model", time_model)
+    monkeypatch.setattr(forecast, "fits", fits)
+    c = cfg(tiny_npz, n_steps=1, n_neigh=5, epoch_neigh=4, rungs=(1, 1, 2), eta=2,
+            time_budget=1e6)
+    out = tmp_path / "run"
+    hill_climb(c, out)
+    st = RunDir.open(out).state()
+    _, split = load_split(c)
+    n_train, n_val = len(split.train), len(split.val)
+    checks, model = [], None
+    for kind, x in events:
+        if kind == "model":
+            model = x
+        elif "step 1" in x:
+            checks.append((model, x["step 1"]))
+    trained = [m for m in st.trained if m.startswith("s01")]      # in training order
+    rungs = {k: [m for m in trained if m.endswith(f"r{k}")] for k in (1, 2, 3)}
+    assert [len(v) for v in rungs.values()] == [5, 3, 2]
+
+    def rest(n, ahead):       # image passes of n candidates through the rungs ahead
+        total = 0.0
+        for epochs in ahead:
+            total += n * passes(epochs, n_train, n_val)
+            n = math.ceil(n / 2)
+        return total
+    want = [(ids[j:], rest(len(ids) - j, (1, 1, 2)[k - 1:]))
+            for k, ids in rungs.items() for j in range(len(ids))]
+    assert len(checks) == len(want) == 10
+    for (m, got), (todo, n_passes) in zip(checks, want, strict=True):
+        size = statistics.mean(st.trained[t]["mflops"] for t in todo)
+        assert got == pytest.approx(m.seconds(size, n_passes), rel=1e-9), todo
