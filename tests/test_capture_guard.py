@@ -36,6 +36,14 @@ def _settle():
     time.sleep(0.15)
 
 
+def _until(cond, seconds: float = 10.0) -> None:
+    """Wait until cond() holds (a thread reached the point the test needs), or fail."""
+    end = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < end, "timed out waiting for a thread"
+        time.sleep(0.005)
+
+
 def test_shared_blocks_run_together():
     g = CaptureGuard()
     inside = threading.Barrier(3, timeout=5)
@@ -71,9 +79,9 @@ def test_exclusive_waits_for_shared_and_keeps_new_shared_out():
             log.append("capture out")
 
     first = _start(lambda: eager("eager1", release))
-    _settle()
+    _until(lambda: log == ["eager1 in"])
     cap = _start(capture)
-    _settle()
+    _until(lambda: g._waiting == 1)           # the capture waits for eager1
     late = _start(lambda: eager("eager2"))   # arrives while the capture waits: goes after it
     _settle()
     assert log == ["eager1 in"]
@@ -140,18 +148,18 @@ def test_shared_is_reentrant_while_a_capture_waits():
 
     def eager():
         with g.shared(CUDA):
-            _start(capture)
+            cap = _start(capture)
             waiting.wait(5)
-            _settle()
+            _until(lambda: g._waiting == 1)   # the capture waits for this very thread
             with g.shared(CUDA):
                 log.append("inner")
-        log.append("outer done")
+            log.append("outer")          # still inside: the capture has not run
+        cap.join(5)
 
     t = _start(eager)
-    t.join(5)
+    t.join(10)
     assert not t.is_alive(), "deadlocked"
-    _settle()
-    assert log == ["inner", "outer done", "capture"]
+    assert log == ["inner", "outer", "capture"]
 
 
 def test_a_capture_inside_the_threads_own_eager_work_is_refused():
