@@ -83,7 +83,7 @@ spec() {
                tests/test_search_rules.py
                tests/test_limits.py::test_a_tiny_budget_stops_the_climb_but_trains_the_final
                tests/test_limits.py::test_a_budget_can_stop_the_climb_inside_a_step" ;;
-    nash)     # the climber: decide, children (make_child, step), the resumed clock
+    nash)     # the climber: decide, children (make_child, step), the resumed clock, the starts
         FILES="src/morphclimb/nash.py"
         NAMES="morphclimb.nash.xǁClimberǁdecide* morphclimb.nash.xǁClimberǁclock*
                morphclimb.nash.xǁClimberǁ__init__* morphclimb.nash.x_train_config*

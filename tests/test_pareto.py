@@ -671,7 +671,6 @@ def test_a_resumed_generation_keeps_the_parents_its_journal_names(pareto_run, tm
     assert _front(killed) == _front(out)
 
 
-
 def test_a_child_repeating_one_of_several_parents_names_that_parent(tmp_path, monkeypatch):
     """With a front of several parents, a child equal to a parent is redrawn and the reason
     names the parent ("same architecture as parent ID"); with one parent, "its parent"."""
