@@ -801,6 +801,12 @@ def train_estimate(fwds, images, n_eval, rate, gains) -> tuple[float, str]:
 SIMULATE_MAX_PARAMS = 1e8
 
 
+def simulated_child(arch: Arch, weights: dict, config: SearchConfig, i: int, j: int, probe):
+    """(arch, weights) of child j of step i as the search makes it (its seed, n_NM)."""
+    rng = np.random.default_rng(derive_seed(config.seed, "morph", i, j))
+    return apply_random_morphisms(arch, weights, config.n_nm, rng, probe=probe)[:2]
+
+
 def simulate_lineage(arch: Arch, weights: dict, config: SearchConfig, first_step: int,
                      budget_s: float, pick: str, probe) -> list[dict]:
     """The unfinished steps' models and the final network: children made by the search's own
@@ -827,14 +833,10 @@ def simulate_lineage(arch: Arch, weights: dict, config: SearchConfig, first_step
         left = budget_s - (time.perf_counter() - t0)
         timed = per_flop is None or per_flop * parent < left   # else scaled from the last
         children, make_one = [], float("nan") if per_flop is None else per_flop * parent
-
-        def make(j: int, probed: bool, i=i, arch=arch, weights=weights):
-            rng = np.random.default_rng(derive_seed(config.seed, "morph", i, j))
-            return apply_random_morphisms(arch, weights, config.n_nm, rng,
-                                          probe=probe if probed else None)[:2]
         for j in range(1, max(config.n_neigh, 2)):
             t = time.perf_counter()
-            a, _ = make(j, j == 1 and timed)   # the weights are dropped: one child at a time
+            a, _ = simulated_child(arch, weights, config, i, j,   # weights dropped: one at a time
+                                   probe if j == 1 and timed else None)
             if j == 1 and timed:
                 make_one = time.perf_counter() - t
                 per_flop = make_one / parent
@@ -844,7 +846,8 @@ def simulate_lineage(arch: Arch, weights: dict, config: SearchConfig, first_step
                     "how": "simulated" if timed else "simulated (making scaled by FLOPs)"})
         children.sort(key=lambda c: c[0])
         j = (children[-1] if pick == "largest" else children[len(children) // 2])[1]
-        arch, weights = make(j, j == 1 and timed)   # the next parent, made again
+        arch, weights = simulated_child(arch, weights, config, i, j,   # the next parent, again
+                                        probe if j == 1 and timed else None)
     if out and out[-1]["how"].startswith("extrapolated"):
         ordered = sorted(out[-1]["fwd"][:-1] or out[-1]["fwd"])
         final = ordered[-1] if pick == "largest" else ordered[len(ordered) // 2]

@@ -27,6 +27,8 @@ DEST = ROOT / "gpu-data" / "cifar10-jpeg.tar.gz"
 
 
 def sha256(path: Path) -> str:
+    # not morphclimb.data.archive.sha256_file: importing the package needs numpy and Pillow,
+    # and the copy must work under a bare python3
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
