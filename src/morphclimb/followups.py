@@ -11,10 +11,13 @@ from .model0 import starting_arch
 
 
 def run_baseline(climber) -> dict:
-    """model_0's architecture trained from fresh weights for the search's total epochs."""
+    """model_0's architecture trained from fresh weights as long as the answer was: the final
+    model's lineage (the search's total epochs in a run that climbed all its steps; fewer
+    where a budget stopped the climb, more where a plan's final training filled the budget)."""
     c, split = climber.c, climber.split
     arch = starting_arch(split.channels, split.num_classes, split.image_size, widths=c.widths)
-    return climber.train_one(BASELINE, arch, None, c.total_epochs, part="train_full",
+    epochs = climber.state.trained[FINAL].get("lineage", c.total_epochs)
+    return climber.train_one(BASELINE, arch, None, epochs, part="train_full",
                              eval_part="test", role="baseline")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .budget import TimeModel, fits, image_passes, mflops
 from .config import retrain_is_answer
-from .events import MODEL0, Event
+from .events import FINAL, MODEL0, Event
 from .spec import Arch
 
 
@@ -56,7 +56,8 @@ def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
     c, split = climber.c, climber.split
     n_full, n_test = len(split.train_full), len(split.test)
     size = mflops(climber.load_arch(best["model"]))
-    epochs = final_epochs(climber)
+    done = climber.state.trained.get(FINAL)   # trained: its epochs (re-planned) as they were
+    epochs = done["epochs"] if done is not None else final_epochs(climber)
     finals = [best]
     if c.strategy == "pareto":   # every front member that gets a final training, as it stands
         from .pareto import current_front
@@ -104,6 +105,29 @@ def plan_final(climber, members: list[dict]) -> dict:
     return climber.log({"event": Event.FINAL_PLANNED, "epochs": epochs,
                         "seconds_left": round(left, 3), "seconds_per_epoch": per_epoch,
                         "members": [m["model"] for m in members]})
+
+
+def final_deadline(climber, model_id: str) -> float:
+    """The seconds the plan's final training of `model_id` may take from its start: what is
+    left of the time budget now, less the test evaluations of the final trainings still to
+    run, shared among them in proportion to an epoch of each (NASH: one, the whole rest).
+    The training re-plans its epochs against it as it goes (worker.deadline_replan)."""
+    from .pareto import final_id
+    st, split = climber.state, climber.split
+    members = st.final_plan["members"]
+    ids = [FINAL] + [final_id(m, members[0]) for m in members[1:]]
+    todo = [(mid, m) for mid, m in zip(ids, members) if mid == model_id or mid not in st.trained]
+    model = time_model(climber)
+    n_full, n_test = len(split.train_full), len(split.test)
+    evals, epochs = {}, {}
+    for mid, m in todo:
+        size = mflops(climber.load_arch(m))
+        evals[mid] = model.seconds(size, image_passes(0, n_full, n_test))
+        epochs[mid] = model.seconds(size, image_passes(1, n_full, n_test)) - evals[mid]
+    left = climber.c.time_budget - climber.clock() - sum(evals.values())
+    total = sum(epochs.values())
+    share = epochs.get(model_id, 0.0) / total if total > 0 else 1.0 / len(todo)
+    return max(left, 0.0) * share
 
 
 def time_model(climber) -> TimeModel:

@@ -38,7 +38,7 @@ from .events import (
     incumbent_id,
 )
 from .executors import make_executor
-from .forecast import after_climb_costs, final_epochs, plan_final, time_model
+from .forecast import after_climb_costs, final_deadline, final_epochs, plan_final, time_model
 from .halving import halving
 from .journal import RunDir
 from .morphisms import APPROXIMATE, apply_random_morphisms
@@ -49,7 +49,7 @@ from .startpoint import load_start, start_ids, start_of
 from .state import RunState
 from .train import TrainConfig
 from .warmstart import shrink_perturb
-from .worker import Teacher, TrainOutcome, TrainTask
+from .worker import Teacher, TrainOutcome, TrainTask, trained_epochs
 
 __all__ = ["Climber", "SearchResult", "attach", "hill_climb", "load_split", "ranked", "resume",
            "search"]
@@ -209,11 +209,19 @@ class Climber:
         path = self.run.save_model(out.model_id, arch, out.weights)
         metrics = {f"{task.eval_part}_{k}": v for k, v in (out.eval or {}).items()}
         distill = {} if task.teacher is None else {"distill": task.teacher.record()}
+        epochs = trained_epochs(task, out)
+        meta = dict(task.meta)
+        if epochs != task.epochs:     # re-planned by its deadline: the lineage as trained
+            meta["lineage"] = meta.get("lineage", task.epochs) - task.epochs + epochs
+        if task.deadline is not None:
+            meta["deadline"] = round(task.deadline, 3)
+        if out.replans:
+            meta["replans"] = out.replans
         self.log({"event": Event.MODEL_TRAINED, "model": out.model_id, "checkpoint": path,
                   "params": arch.num_params, "mflops": mflops(arch),
-                  "epochs": task.epochs, "part": task.part,
+                  "epochs": epochs, "part": task.part,
                   "seconds": out.seconds, "curves": out.records, **metrics, **distill,
-                  **task.meta})
+                  **meta})
 
     def _restored(self, task: TrainTask, out: TrainOutcome) -> None:
         if not out.ok:
@@ -435,6 +443,13 @@ class Climber:
         if self.c.final_lr is not None:
             task = dataclasses.replace(task, config=dataclasses.replace(
                 task.config, lr_start=self.c.final_lr))
+        if self.state.final_plan is not None:   # the plan: end by the budget (re-planned)
+            done = self.state.trained.get(model_id)
+            if model_id in self.redo and done is not None:   # restoring: as it ran
+                task = dataclasses.replace(task, replans=done.get("replans", []))
+            else:
+                task = dataclasses.replace(task, deadline=final_deadline(self, model_id),
+                                           min_epochs=self.c.epoch_final)
         return self.train_task(task)
 
     def climb(self) -> dict:

@@ -23,6 +23,7 @@ from typing import Any
 from .config import EXEC_KEYS, SearchConfig
 from .errors import MorphclimbError, RunDirError
 from .events import FINAL, Event, rung_id
+from .worker import trained_epochs
 
 # the fields of a model_trained record that the progress display reads from a task's meta
 _SHOWN = ("role", "step", "child", "n_neigh", "parent")
@@ -143,4 +144,5 @@ def restored_record(task, out, trained: dict, path: str) -> dict:
     metrics = {f"{task.eval_part}_{k}": v for k, v in (out.eval or {}).items()}
     matches = all(trained.get(k) == v for k, v in metrics.items())
     return {"event": Event.MODEL_RESTORED, "model": out.model_id, "checkpoint": path,
-            "epochs": task.epochs, "seconds": out.seconds, "matches": matches, **metrics}
+            "epochs": trained_epochs(task, out), "seconds": out.seconds, "matches": matches,
+            **metrics}

@@ -81,7 +81,11 @@ def sgdr_lr(step: int, total_steps: int, lr_start: float, lr_end: float) -> floa
     """Cosine annealing from lr_start (step 0) to lr_end (step total_steps), SGDR-style."""
     if total_steps <= 0:
         return float(lr_start)
-    t = min(max(step, 0), total_steps) / total_steps
+    return cosine_lr(min(max(step, 0), total_steps) / total_steps, lr_start, lr_end)
+
+
+def cosine_lr(t: float, lr_start: float, lr_end: float) -> float:
+    """The cosine annealing's lr at fraction t (0: lr_start, 1: lr_end) of its run."""
     return float(lr_end + 0.5 * (lr_start - lr_end) * (1.0 + math.cos(math.pi * t)))
 
 
@@ -123,6 +127,12 @@ class TrainConfig:
         if not self.sgdr:
             return float(self.lr_start)
         return sgdr_lr(step, total_steps, self.lr_start, self.lr_end)
+
+    def lr_at(self, t: float) -> float:
+        """The learning rate at fraction t in [0, 1] of a run (SGDR or constant)."""
+        if not self.sgdr:
+            return float(self.lr_start)
+        return cosine_lr(min(max(t, 0.0), 1.0), self.lr_start, self.lr_end)
 
 
 @dataclass(frozen=True)
@@ -259,7 +269,8 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
         device: str | torch.device | None = None,
         callback: Callable[[EpochRecord], None] | None = None,
         step: str = "eager", teacher: nn.Module | None = None,
-        distill: Distill | None = None) -> TrainResult:
+        distill: Distill | None = None,
+        replan: Callable[[int, int, list[EpochRecord]], int] | None = None) -> TrainResult:
     """Train `model` in place for `epochs` epochs on `data` (an ImageData); returns the records.
 
     SGD with (Nesterov) momentum and weight decay; the lr follows `config.lr` per batch and
@@ -274,6 +285,13 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     `distill`'s weight and temperature, Distill() by default; see `distill_loss`). It is moved
     to the device and run in eval mode without gradients; its weights never change. The
     records' loss is then the mixed loss.
+
+    `replan(done, total, records)`: asked after each epoch, returns how many epochs the run
+    is to have in all now (at least `done`; `epochs` is the first plan). The cosine goes on
+    from where it is to lr_end over the new remainder, so the lr never jumps: a run that
+    re-plans nothing is exactly a run of `epochs`, and replaying the same answers at the same
+    epochs retrains the same weights. The changes are in the result's settings["replans"]
+    as [done, new total] pairs (a time budget's final training: worker.TrainTask.deadline).
     """
     if not _is_int(epochs) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -309,7 +327,8 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
             if teacher is not None:
                 teacher.to(memory_format=torch.channels_last)
         try:
-            records = _run(model, x, y, epochs, config, s, mean, std, seed, callback, kd)
+            records = _run(model, x, y, _Schedule(config, epochs, replan), config, s, mean,
+                           std, seed, callback, kd)
         finally:
             if s["channels_last"]:
                 model.to(memory_format=torch.contiguous_format)
@@ -338,21 +357,20 @@ def _distiller(kd):
                    distill_loss(logits, t_logits, yb, d.weight, d.temperature))
 
 
-def _run(model, x, y, epochs, config, s, mean, std, seed, callback, kd=None
+def _run(model, x, y, sched, config, s, mean, std, seed, callback, kd=None
          ) -> list[EpochRecord]:
     dev, n = x.device, len(x)
     batch = min(config.batch_size, n)
-    steps = n // batch
-    total = epochs * steps
+    sched.steps = n // batch
     scale, shift = normalizer(mean, std, x.shape[1], dev)
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     pad = config.crop_pad if config.augment else None  # None: no augmentation
     if s["step"] in ("cuda_graph", "static"):
-        return _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad,
+        return _run_static(model, x, y, sched, batch, config, s, scale, shift, gen, pad,
                            callback, kd)
     net = torch.compile(model, dynamic=False) if s["step"] == "compile" else model
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr(0, total), momentum=config.momentum,
+    opt = torch.optim.SGD(model.parameters(), lr=sched.lr(0), momentum=config.momentum,
                           nesterov=config.nesterov, weight_decay=config.weight_decay)
     model.train()
     teach, loss_fn = _distiller(kd)
@@ -371,32 +389,74 @@ def _run(model, x, y, epochs, config, s, mean, std, seed, callback, kd=None
         return loss.detach(), logits.detach().argmax(1)
 
     with CUDA_WORK.shared(dev):   # eager steps: autotuning may synchronise the device
-        return _epochs(x, y, epochs, batch, config, gen, pad, callback, step)
+        return _epochs(x, y, sched, batch, gen, pad, callback, step, s)
 
 
-def _epochs(x, y, epochs: int, batch: int, config: TrainConfig, gen, pad, callback, step
+class _Schedule:
+    """A run's epochs and its lr at each step: config.lr over `epochs` epochs until a re-plan
+    (fit's `replan`) changes the total; from then on the cosine runs from the fraction it had
+    reached to its end over the new remainder. `steps`: batches per epoch (set by _run)."""
+
+    def __init__(self, config: TrainConfig, epochs: int, replan=None):
+        self.config, self.epochs, self.replan, self.steps = config, epochs, replan, 1
+        self.replans: list[list[int]] = []
+        self.t0, self.s0, self.span = 0.0, 0, 0     # set by the first re-plan
+
+    def lr(self, step: int) -> float:
+        if not self.replans:
+            return self.config.lr(step, self.epochs * self.steps)
+        return self.config.lr_at(self.fraction(step))
+
+    def fraction(self, step: int) -> float:
+        if not self.replans:
+            total = self.epochs * self.steps
+            return min(step / total, 1.0) if total > 0 else 0.0
+        return self.t0 + (1.0 - self.t0) * (step - self.s0) / self.span if self.span else 1.0
+
+    def after(self, done: int, records: list[EpochRecord]) -> None:
+        """Ask `replan` after epoch `done` and take its answer."""
+        if self.replan is None:
+            return
+        new = self.replan(done, self.epochs, records)
+        if not _is_int(new):
+            raise TrainingError(f"replan must return an integer, got {new!r}")
+        new = max(new, done)
+        if new == self.epochs:
+            return
+        at = done * self.steps
+        self.t0 = self.fraction(at)
+        self.s0, self.span = at, (new - done) * self.steps
+        self.epochs = new
+        self.replans.append([done, new])
+
+
+def _epochs(x, y, sched: _Schedule, batch: int, gen, pad, callback, step, s: dict
             ) -> list[EpochRecord]:
     """The epoch loop every step mode shares: `step(lr, images, labels)` trains one batch and
     returns (loss, predictions) as device tensors; nothing waits for the device before the
-    epoch's end."""
+    epoch's end. The schedule's epochs may change after each (a re-plan)."""
     dev, n = x.device, len(x)
     steps = n // batch
-    total = epochs * steps
-    records = []
-    for epoch in range(1, epochs + 1):
+    records: list[EpochRecord] = []
+    epoch = 0
+    while epoch < sched.epochs:
+        epoch += 1
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen, device=dev)[: steps * batch]
         losses = torch.zeros(steps, device=dev)
         preds = torch.empty(steps, batch, dtype=torch.int64, device=dev)
         for i, xb, yb in _epoch_batches(x, y, order, batch, pad, gen):
-            losses[i], preds[i] = step(config.lr((epoch - 1) * steps + i, total), xb, yb)
+            losses[i], preds[i] = step(sched.lr((epoch - 1) * steps + i), xb, yb)
         _check_finite(losses, epoch, steps)
         accuracy = float((preds.view(-1) == y[order]).float().mean())
-        rec = EpochRecord(epoch, float(losses.mean()), accuracy, config.lr(epoch * steps, total),
+        rec = EpochRecord(epoch, float(losses.mean()), accuracy, sched.lr(epoch * steps),
                           time.perf_counter() - t0, steps * batch)
         records.append(rec)
         if callback is not None:
             callback(rec)
+        sched.after(epoch, records)
+    if sched.replan is not None:
+        s["replans"] = sched.replans
     return records
 
 
@@ -501,11 +561,11 @@ class _StaticStep:
         self.opt.zero_grad(set_to_none=True)
 
 
-def _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad, callback,
+def _run_static(model, x, y, sched, batch, config, s, scale, shift, gen, pad, callback,
                 kd=None) -> list[EpochRecord]:
     """_run with a _StaticStep (captured as a CUDA graph when s["step"] is "cuda_graph")."""
     dev = x.device
-    if epochs == 0:
+    if sched.epochs == 0:
         return []
     model.train()
     t_setup = time.perf_counter()
@@ -520,7 +580,7 @@ def _run_static(model, x, y, epochs, batch, config, s, scale, shift, gen, pad, c
             step.capture(x[:batch], y[:batch])
             torch.cuda.current_stream(dev).synchronize()
         s["setup_seconds"] = time.perf_counter() - t_setup
-        return _epochs(x, y, epochs, batch, config, gen, pad, callback, train_step)
+        return _epochs(x, y, sched, batch, gen, pad, callback, train_step, s)
     finally:
         step.release()
 

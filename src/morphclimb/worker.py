@@ -57,6 +57,14 @@ class TrainTask:
     meta: dict[str, Any] = field(default_factory=dict)
     step: str = "eager"                     # how fit runs a step: eager, cuda_graph, compile, auto
     teacher: Teacher | None = None          # distil from this network while training
+    # A training to end within `deadline` seconds of the task's start (a time budget's final
+    # training): its epochs are re-planned after each from the speed of the last few
+    # (`deadline_replan`), never below `min_epochs`; `epochs` is the first plan.
+    deadline: float | None = None
+    min_epochs: int = 1
+    # The re-plans of an earlier run of this task ([done, new total] pairs, its journal
+    # record's): replayed as they were, so the same weights are trained again.
+    replans: list[list[int]] | None = None
 
 
 @dataclass
@@ -71,6 +79,45 @@ class TrainOutcome:
     seconds: float
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    replans: list[list[int]] | None = None   # fit's re-plans, where the task had a deadline
+
+
+RECENT = 3   # epochs whose mean time predicts the next ones' (deadline_replan)
+
+
+def deadline_replan(deadline: float, min_epochs: int, start: float, clock=time.perf_counter):
+    """fit's `replan` for a training to end by `deadline` seconds after `start` (clock's
+    time): as many epochs in all as fit at the mean time of the last RECENT epochs, at least
+    `min_epochs` and those done. The speed is measured on this training, under the machine's
+    load now, rather than predicted from the trainings before it."""
+    def replan(done: int, total: int, records) -> int:
+        recent = [r.seconds for r in records[-RECENT:]]
+        per_epoch = sum(recent) / len(recent) if recent else 0.0
+        if per_epoch <= 0:
+            return total
+        left = deadline - (clock() - start)
+        return max(min_epochs, done + max(int(left // per_epoch), 0))
+    return replan
+
+
+def replay(replans: list[list[int]]):
+    """fit's `replan` that answers as a journaled run did: the same totals after the same
+    epochs, and no change elsewhere."""
+    at = {int(done): int(total) for done, total in replans}
+    return lambda done, total, records: at.get(done, total)
+
+
+def trained_epochs(task: TrainTask, out: TrainOutcome) -> int:
+    """The epochs `task` trained: its `epochs`, or as many as its re-plans made."""
+    return len(out.records) if out.replans else task.epochs
+
+
+def _replanner(task: TrainTask, start: float):
+    if task.replans is not None:
+        return replay(task.replans)
+    if task.deadline is not None:
+        return deadline_replan(task.deadline, task.min_epochs, start)
+    return None
 
 
 def _part(split, name: str):
@@ -102,6 +149,7 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
         with _BUILD_LOCK:
             model = build(arch, task.weights, seed=task.init_seed, dtype=torch.float32)
         records: list[dict[str, Any]] = []
+        replans = None
         if task.epochs > 0:
             teacher, distill = None, None
             if task.teacher is not None:
@@ -112,8 +160,9 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
             result = fit(model, _part(split, task.part), epochs=task.epochs,
                          config=task.config, mean=split.mean, std=split.std, seed=task.seed,
                          device=device, callback=callback, step=task.step, teacher=teacher,
-                         distill=distill)
+                         distill=distill, replan=_replanner(task, start))
             records = [dict(r) for r in result.records]   # fit raises on a NaN/inf loss
+            replans = result.settings.get("replans")
         ev = None
         if task.eval_part is not None:
             dev = (resolve_device(device) if device is not None
@@ -124,7 +173,7 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
             ev = {"accuracy": float(res.accuracy), "loss": float(res.loss)}
         model = model.to("cpu")
         return TrainOutcome(task.model_id, True, weights_of(model), records, ev,
-                            time.perf_counter() - start, meta=dict(task.meta))
+                            time.perf_counter() - start, meta=dict(task.meta), replans=replans)
     except (TrainingError, RuntimeError, ValueError, torch.cuda.OutOfMemoryError) as e:
         reason = f"{type(e).__name__}: {e}".strip()
         if not isinstance(e, TrainingError):
