@@ -66,6 +66,25 @@ def test_progress_bars_on_a_terminal():
     assert "step 1/3 child 1/4 (s01c1)" in text and "2/2" in text and "loss=1.200" in text
 
 
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_follows_a_replanned_final(tty):
+    stream = io.StringIO()
+    p = Progress(stream=stream, tty=tty)
+    p.event({"event": "train_start", "model": "final", "epochs": 27, "deadline": 1440.4,
+             "role": "final"})
+    p.epoch("final", {"epoch": 1, "loss": 1.5, "accuracy": 0.4, "epochs": 31})
+    p.epoch("final", {"epoch": 2, "loss": 1.4, "accuracy": 0.45, "epochs": 31})
+    text = stream.getvalue()
+    assert "training 27 epoch(s) at first, re-planned as it runs to end within 1440s" in text
+    if tty:
+        assert "| 2/31 " in text.split("\r")[-1]      # the bar's last frame
+    else:
+        assert "final epoch 2/31:" in text
+        remaining = float(text.split("remaining ")[-1].split("s")[0])
+        elapsed = float(text.split("elapsed ")[-1].split("s")[0])
+        assert remaining == pytest.approx(elapsed / 2 * 29, abs=0.2)
+
+
 def test_show_evaluate_and_extras(finished_run, capsys):
     assert main(["show", str(finished_run)]) == 0
     out = capsys.readouterr().out

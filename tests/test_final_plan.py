@@ -126,8 +126,12 @@ def replanned(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         real = forecast.time_model
         mp.setattr(forecast, "time_model", lambda climber: Slow(real(climber)))
-        hill_climb(cfg(npz, time_budget=BUDGET, final_share=0.5), root / "run")
+        hill_climb(cfg(npz, time_budget=BUDGET, final_share=0.5), root / "run",
+                   callback=EVENTS.append)
     return root / "run"
+
+
+EVENTS: list[dict] = []    # what the replanned run told its callback (the CLI's progress)
 
 
 def test_the_final_re_plans_to_fill_the_budget_at_its_own_speed(replanned):
@@ -141,6 +145,11 @@ def test_the_final_re_plans_to_fill_the_budget_at_its_own_speed(replanned):
     assert final["lineage"] == parent.get("lineage", 0) + final["epochs"]
     assert final["curves"][-1]["lr"] == pytest.approx(TINY.get("lr_end", 0.0), abs=1e-3)
     assert final["clock"] < 1.5 * BUDGET      # it ended near the budget, not 3x before it
+    start = [e for e in EVENTS if e["event"] == "train_start" and e["model"] == "final"]
+    assert [(e["epochs"], round(e["deadline"], 3)) for e in start] == [
+        (plan["epochs"], final["deadline"])]
+    assert all("deadline" not in e for e in EVENTS
+               if e["event"] == "train_start" and e["model"] != "final")
 
 
 def test_a_replanned_final_is_restored_by_replaying_its_plan(replanned, tmp_path):

@@ -4,6 +4,7 @@ trains the same weights, and a deadline's re-plans follow the speed of the last 
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -72,6 +73,16 @@ def test_two_replans_chain_without_a_jump():
     assert s.lr(4 * STEPS) == pytest.approx(cosine_lr(t3 + (1 - t3) / 2, 0.1, 0.001))
 
 
+def test_the_last_epoch_asks_nothing():
+    asked = []
+    s = _Schedule(CFG, 2, lambda done, total, records: asked.append(done) or total + 3)
+    s.steps = STEPS
+    s.after(1, [])
+    assert asked == [1] and s.epochs == 5
+    s.after(5, [])      # the cosine has ended: no more epochs at lr_end
+    assert asked == [1] and s.epochs == 5
+
+
 def test_a_replan_must_answer_an_integer():
     for bad in (2.0, "3", True, None):
         s = sched(4, {1: bad})
@@ -107,7 +118,7 @@ def test_fit_with_a_replan_that_changes_nothing_is_a_plain_fit():
     plain, r0 = train(3)
     asked = []
     kept, r1 = train(3, lambda d, t, recs: asked.append((d, t, len(recs))) or t)
-    assert asked == [(1, 3, 1), (2, 3, 2), (3, 3, 3)]
+    assert asked == [(1, 3, 1), (2, 3, 2)]          # not after the last
     assert same(plain, kept) and r1.settings["replans"] == [] and "replans" not in r0.settings
     assert [r.loss for r in r0.records] == [r.loss for r in r1.records]
 
@@ -153,3 +164,22 @@ def test_a_deadline_never_plans_below_min_epochs_nor_the_epochs_done():
     assert replan(2, 8, recs(5, 5)) == 4     # min_epochs
     assert replan(6, 8, recs(5, 5)) == 6     # the epochs done: stop now
     assert replan(3, 8, recs(0.0)) == 8      # no speed measured: keep the plan
+
+
+# ----------------------------------------------------------------------------- worker
+def test_a_task_with_replans_tells_each_epoch_the_total_as_planned(tmp_path):
+    from conftest import TINY, make_tiny_npz
+    from morphclimb.config import SearchConfig
+    from morphclimb.nash import load_split, train_config
+    from morphclimb.worker import TrainTask, run_task
+    c = SearchConfig(**{**TINY, "dataset": str(make_tiny_npz(tmp_path / "t.npz"))})
+    _, split = load_split(c)
+    arch = starting_arch(3, 4, 8, widths=(4, 8, 8)).to_dict()
+    task = TrainTask("final", arch, None, 3, train_config(c), seed=1, replans=[[1, 5], [2, 4]])
+    seen = []
+    out = run_task(task, split, "cpu", seen.append)
+    assert out.ok and out.replans == [[1, 5], [2, 4]] and len(out.records) == 4
+    assert [(r["epoch"], r["epochs"]) for r in seen] == [(1, 5), (2, 4), (3, 4), (4, 4)]
+    plain = []
+    out = run_task(dataclasses.replace(task, replans=None), split, "cpu", plain.append)
+    assert out.replans is None and len(plain) == 3 and "epochs" not in dict(plain[0])

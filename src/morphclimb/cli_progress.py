@@ -66,7 +66,9 @@ class Progress:
             self.line(f"step {e['step']}/{e['n_steps']}")
         elif kind is Event.TRAIN_START:
             self.active[e["model"]] = (time.perf_counter(), e["epochs"])
-            self.line(f"{self._label(e)}: training {e['epochs']} epoch(s)")
+            replanned = ("" if e.get("deadline") is None else
+                         f" at first, re-planned as it runs to end within {e['deadline']:.0f}s")
+            self.line(f"{self._label(e)}: training {e['epochs']} epoch(s){replanned}")
             if self.tty and not self.quiet and e["epochs"] > 0 and len(self.active) == 1:
                 self.bar = tqdm(total=e["epochs"], desc=e["model"], unit="ep", leave=False,
                                 file=self.stream, dynamic_ncols=True, mininterval=0)
@@ -114,6 +116,10 @@ class Progress:
         """Handle one finished epoch of the model being trained."""
         t0, total = self.active.get(model_id, (self.t0, 0))
         done = r.get("epoch", 0)
+        if r.get("epochs", total) != total:    # re-planned (a deadline): the new total
+            total = r["epochs"]
+            if self.bar is not None:
+                self.bar.total = total
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{r.get('loss', float('nan')):.3f}",
                                  acc=f"{100 * r.get('accuracy', 0):.1f}%")

@@ -191,8 +191,9 @@ class Climber:
             if guard is not None and not guard():
                 return None
             for t in batch:
+                deadline = {} if t.deadline is None else {"deadline": t.deadline}
                 self.emit({"event": Event.TRAIN_START, "model": t.model_id,
-                           "epochs": t.epochs, **t.meta})
+                           "epochs": t.epochs, **deadline, **t.meta})
             self.executor.run(batch, self._done)
         return {t.model_id: self.state.outcome(t.model_id) for t in tasks}
 

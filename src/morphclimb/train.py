@@ -286,8 +286,8 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     to the device and run in eval mode without gradients; its weights never change. The
     records' loss is then the mixed loss.
 
-    `replan(done, total, records)`: asked after each epoch, returns how many epochs the run
-    is to have in all now (at least `done`; `epochs` is the first plan). The cosine goes on
+    `replan(done, total, records)`: asked after each epoch but the last, returns how many
+    epochs the run is to have in all now (at least `done`; `epochs` is the first plan). The cosine goes on
     from where it is to lr_end over the new remainder, so the lr never jumps: a run that
     re-plans nothing is exactly a run of `epochs`, and replaying the same answers at the same
     epochs retrains the same weights. The changes are in the result's settings["replans"]
@@ -414,8 +414,9 @@ class _Schedule:
         return self.t0 + (1.0 - self.t0) * (step - self.s0) / self.span if self.span else 1.0
 
     def after(self, done: int, records: list[EpochRecord]) -> None:
-        """Ask `replan` after epoch `done` and take its answer."""
-        if self.replan is None:
+        """Ask `replan` after epoch `done` and take its answer (not after the last epoch:
+        the cosine has reached lr_end, and more epochs there would learn next to nothing)."""
+        if self.replan is None or done >= self.epochs:
             return
         new = self.replan(done, self.epochs, records)
         if not _is_int(new):
@@ -452,9 +453,9 @@ def _epochs(x, y, sched: _Schedule, batch: int, gen, pad, callback, step, s: dic
         rec = EpochRecord(epoch, float(losses.mean()), accuracy, sched.lr(epoch * steps),
                           time.perf_counter() - t0, steps * batch)
         records.append(rec)
+        sched.after(epoch, records)      # before the callback: it may ask for the new total
         if callback is not None:
             callback(rec)
-        sched.after(epoch, records)
     if sched.replan is not None:
         s["replans"] = sched.replans
     return records

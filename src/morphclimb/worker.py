@@ -120,6 +120,22 @@ def _replanner(task: TrainTask, start: float):
     return None
 
 
+def _with_total(replan, callback):
+    """(replan, callback) where the callback's records carry "epochs": the run's total as
+    last planned (progress shows epoch 7/31, not 7/27, once a re-plan made it 31)."""
+    if replan is None or callback is None:
+        return replan, callback
+    latest: dict[str, Any] = {}
+
+    def planned(done, total, records):
+        latest["epochs"] = answer = replan(done, total, records)
+        return answer
+
+    def told(rec):
+        callback({**dict(rec), "epochs": max(latest.get("epochs", 0), rec.epoch)})
+    return planned, told
+
+
 def _part(split, name: str):
     if name == "train_full":
         return split.train_full
@@ -157,10 +173,11 @@ def run_task(task: TrainTask, split, device: str | torch.device | None = None,
                 distill = Distill(t.weight, t.temperature)
                 with _BUILD_LOCK:
                     teacher = build(Arch.from_dict(t.arch), t.weights, dtype=torch.float32)
+            replan, told = _with_total(_replanner(task, start), callback)
             result = fit(model, _part(split, task.part), epochs=task.epochs,
                          config=task.config, mean=split.mean, std=split.std, seed=task.seed,
-                         device=device, callback=callback, step=task.step, teacher=teacher,
-                         distill=distill, replan=_replanner(task, start))
+                         device=device, callback=told, step=task.step, teacher=teacher,
+                         distill=distill, replan=replan)
             records = [dict(r) for r in result.records]   # fit raises on a NaN/inf loss
             replans = result.settings.get("replans")
         ev = None
