@@ -73,6 +73,7 @@ class SearchConfig:
     final_lr: float | None = None     # its SGDR cycle's starting lr (None: lr_start)
     final_share: float | None = None  # with time_budget: at least this share of the budget is
                                       # the final training's, whose epochs fill what is left
+                                      # (re-planned after each epoch to end by the budget)
     # training
     batch_size: int = 128
     momentum: float = 0.9
