@@ -244,3 +244,62 @@ def test_a_pareto_search_plans_every_members_final_to_end_by_the_budget(tmp_path
         assert r["deadline"] >= 0 and r["epochs"] == len(r["curves"]) >= TINY["epoch_final"]
     assert finals[0]["deadline"] < finals[0]["clock"] < budget     # a share, not all of it
     assert finals[-1]["clock"] < 1.5 * budget
+
+
+def test_results_show_and_the_report_say_what_the_plan_gave_the_final(replanned, capsys,
+                                                                      tmp_path):
+    from morphclimb.cli import main
+    from morphclimb.results import final_plan_text
+    st = RunDir.open(replanned).state()
+    final = st.trained["final"]
+    res = json.loads((replanned / "results.json").read_text())
+    assert res["climb"]["final_plan"] == {
+        "epochs_planned": st.final_plan["epochs"], "seconds_left": st.final_plan["seconds_left"],
+        "deadline_s": final["deadline"], "epochs": final["epochs"],
+        "replans": len(final["replans"]), "seconds": final["seconds"]}
+    line = final_plan_text(res["climb"]["final_plan"])
+    assert line == (f"final training: planned at {st.final_plan['epochs']} epoch(s) for the "
+                    f"~{st.final_plan['seconds_left']:.0f}s the climb left; re-planned "
+                    f"{len(final['replans'])} time(s) as it ran to end within "
+                    f"{final['deadline']:.0f}s: trained {final['epochs']} epoch(s) in "
+                    f"{final['seconds']:.0f}s")
+    assert main(["show", str(replanned)]) == 0
+    assert line in capsys.readouterr().out
+    run = tmp_path / "run"                    # what search / resume print at their end
+    shutil.copytree(replanned, run)
+    (run / ".lock").unlink(missing_ok=True)
+    assert main(["resume", str(run), "--quiet"]) == 0
+    assert line in capsys.readouterr().out
+    from morphclimb.report import build_report
+    build_report([replanned], replanned.parent / "report")
+    assert line + "." in (replanned.parent / "report" / "report.html").read_text()
+
+
+def test_a_plan_without_a_deadline_says_so_in_one_line():
+    from morphclimb.results import final_plan_text
+    assert final_plan_text({"epochs_planned": 47, "seconds_left": 1401.6, "epochs": 47}) == (
+        "final training: planned at 47 epoch(s) for the ~1402s the climb left; trained 47 "
+        "epoch(s)")
+
+
+def test_a_plans_final_journaled_before_re_plans_is_restored_plainly(tiny_npz, tmp_path,
+                                                                     fake_speed, monkeypatch):
+    # fake_speed trains the final without re-plans (a plain cosine over the planned epochs),
+    # as runs journaled before re-plans existed did; without its "deadline" the journal is
+    # one of those: restoring it must train it plainly again, not replay a re-planned run
+    out = tmp_path / "run"
+    hill_climb(cfg(tiny_npz, time_budget=1000, final_share=0.9), out)
+    lines = [json.loads(x) for x in (out / "journal.jsonl").read_text().splitlines()]
+    for r in lines:
+        if r.get("model") == "final":
+            r.pop("deadline", None)
+    (out / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    before = load_file(str(out / "models" / "final" / "weights.safetensors"))
+    shutil.rmtree(out / "models" / "final")
+    (out / ".lock").unlink(missing_ok=True)
+    monkeypatch.undo()          # restored by today's code, re-plans and all
+    resume(out)
+    restored = RunDir.open(out).records("model_restored")
+    assert [(r["model"], r["matches"]) for r in restored] == [("final", True)]
+    after = load_file(str(out / "models" / "final" / "weights.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)

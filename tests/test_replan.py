@@ -32,7 +32,8 @@ def sched(epochs: int, table: dict[int, int] | None = None) -> _Schedule:
 
 def test_without_a_replan_the_schedule_is_the_configs():
     for epochs in (1, 3, 7):
-        s = sched(epochs)
+        s = _Schedule(CFG, epochs)
+        s.steps = STEPS
         for g in range(epochs * STEPS + 2):
             assert s.lr(g) == CFG.lr(g, epochs * STEPS)
         for done in range(1, epochs + 1):
@@ -40,37 +41,64 @@ def test_without_a_replan_the_schedule_is_the_configs():
         assert s.replans == [] and s.epochs == epochs
 
 
+def cos(t):
+    return cosine_lr(t, 0.1, 0.001)
+
+
+def test_with_a_replan_the_first_epoch_measures_and_the_cosine_follows_it():
+    s = sched(4)                                   # a replan that keeps the 4 epochs
+    assert {s.lr(g) for g in range(STEPS + 1)} == {0.1}     # epoch 1 at lr_start
+    s.after(1, [])
+    assert s.replans == [] and s.epochs == 4       # nothing changed: nothing recorded
+    assert s.lr(STEPS) == 0.1 and s.lr(4 * STEPS) == pytest.approx(0.001)
+    assert s.lr(STEPS + 15) == pytest.approx(cos(15 / 30))   # the cosine over epochs 2-4
+
+
+def test_a_first_plan_far_too_short_is_laid_out_anew_after_epoch_1():
+    s = sched(1, {1: 9})      # one epoch planned, nine fit: the cosine is not spent in one
+    s.after(1, [])
+    assert s.epochs == 9 and s.replans == [[1, 9]]
+    assert s.lr(STEPS) == 0.1 and s.lr(5 * STEPS) == pytest.approx(cos(0.5))
+
+
 def test_a_longer_plan_goes_on_from_the_fraction_reached():
     s = sched(4, {2: 6})
-    before = s.lr(2 * STEPS)
     s.after(1, [])
+    before = s.lr(2 * STEPS)
+    assert before == pytest.approx(cos(1 / 3))
     s.after(2, [])
     assert s.epochs == 6 and s.replans == [[2, 6]]
     assert s.lr(2 * STEPS) == pytest.approx(before, abs=1e-12)      # no jump
-    # the half reached at epoch 2 of 4, then the other half over 4 more epochs
-    assert s.lr(4 * STEPS) == pytest.approx(cosine_lr(0.75, 0.1, 0.001))
+    # a third reached at epoch 2, then the other two thirds over 4 more epochs
+    assert s.lr(4 * STEPS) == pytest.approx(cos(1 / 3 + 2 / 3 * 2 / 4))
     assert s.lr(6 * STEPS) == pytest.approx(0.001)
-    assert s.lr(3 * STEPS + 3) == pytest.approx(cosine_lr(0.5 + 0.5 * 13 / 40, 0.1, 0.001))
+    assert s.lr(3 * STEPS + 3) == pytest.approx(cos(1 / 3 + 2 / 3 * 13 / 40))
 
 
 def test_a_shorter_plan_and_one_below_the_epochs_done():
-    s = sched(4, {1: 2})
+    s = sched(4, {2: 3})
     s.after(1, [])
-    assert s.epochs == 2 and s.lr(2 * STEPS) == pytest.approx(0.001)
-    assert s.lr(15) == pytest.approx(cosine_lr(0.25 + 0.75 * 0.5, 0.1, 0.001))
+    s.after(2, [])
+    assert s.epochs == 3 and s.lr(3 * STEPS) == pytest.approx(0.001)
+    assert s.lr(25) == pytest.approx(cos(1 / 3 + 2 / 3 * 0.5))
     s = sched(4, {2: 0})
+    s.after(1, [])
     s.after(2, [])
     assert s.epochs == 2 and s.replans == [[2, 2]]      # the run ends at the epochs done
+    s = sched(4, {1: 1})
+    s.after(1, [])
+    assert s.epochs == 1 and s.replans == [[1, 1]]
 
 
 def test_two_replans_chain_without_a_jump():
     s = sched(4, {1: 8, 3: 5})
     s.after(1, [])
+    assert s.lr(3 * STEPS) == pytest.approx(cos(2 / 7))
     at3 = s.lr(3 * STEPS)
     s.after(3, [])
     assert s.lr(3 * STEPS) == pytest.approx(at3, abs=1e-12)
-    t3 = 0.25 + 0.75 * 2 / 7
-    assert s.lr(4 * STEPS) == pytest.approx(cosine_lr(t3 + (1 - t3) / 2, 0.1, 0.001))
+    t3 = 2 / 7
+    assert s.lr(4 * STEPS) == pytest.approx(cos(t3 + (1 - t3) / 2))
 
 
 def test_the_last_epoch_asks_nothing():
@@ -91,10 +119,11 @@ def test_a_replan_must_answer_an_integer():
 
 
 def test_sgdr_off_keeps_a_constant_lr_through_a_replan():
-    s = _Schedule(TrainConfig(sgdr=False, lr_start=0.02), 3, answers({1: 5}))
+    s = _Schedule(TrainConfig(sgdr=False, lr_start=0.02), 3, answers({1: 5, 2: 4}))
     s.steps = STEPS
     s.after(1, [])
-    assert s.epochs == 5 and {s.lr(g) for g in range(0, 50, 7)} == {0.02}
+    s.after(2, [])
+    assert s.epochs == 4 and {s.lr(g) for g in range(0, 50, 7)} == {0.02}
 
 
 # ----------------------------------------------------------------------------- fit
@@ -114,13 +143,14 @@ def same(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_fit_with_a_replan_that_changes_nothing_is_a_plain_fit():
+def test_fit_with_a_replan_that_changes_nothing():
     plain, r0 = train(3)
     asked = []
     kept, r1 = train(3, lambda d, t, recs: asked.append((d, t, len(recs))) or t)
     assert asked == [(1, 3, 1), (2, 3, 2)]          # not after the last
-    assert same(plain, kept) and r1.settings["replans"] == [] and "replans" not in r0.settings
-    assert [r.loss for r in r0.records] == [r.loss for r in r1.records]
+    assert r1.settings["replans"] == [] and "replans" not in r0.settings
+    assert [r.lr for r in r1.records] == [CFG.lr_start, CFG.lr_at(0.5), CFG.lr_end]
+    assert not same(plain, kept)                         # the first epoch at lr_start
 
 
 def test_fit_replans_and_a_replay_trains_the_same_weights():

@@ -184,6 +184,9 @@ def _print_result(r: dict) -> None:
     if climb.get("stopped"):
         print(f"climb stopped after {climb['steps_run']} of {climb['n_steps']} steps: "
               f"{climb['stopped']}")
+    if climb.get("final_plan"):
+        from .results import final_plan_text
+        print(final_plan_text(climb["final_plan"]))
     for job, why in (climb.get("skipped") or {}).items():
         print(f"{job} skipped: {why}")
     f = r["final"]

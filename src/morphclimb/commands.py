@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import ConfigError, DataError, RunDirError
 from .events import FINAL
 from .journal import RunDir
-from .results import collect_results, reference_line
+from .results import collect_results, final_plan_text, reference_line
 
 
 def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None,
@@ -138,6 +138,9 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
     lines.append(f"final: test error {final['test_error']:.2f}%, {final['params']:,} params, "
                  f"{final['epochs_total']} epochs in total, search time "
                  f"{r['runtime_s'] / 60:.1f} min")
+    plan = (r.get("climb") or {}).get("final_plan")
+    if plan:
+        lines.append(final_plan_text(plan))
     for key in ("baseline", "retrain"):
         if key in r:
             lines.append(f"{key}: test error {r[key]['test_error']:.2f}%")

@@ -447,7 +447,8 @@ class Climber:
         if self.state.final_plan is not None:   # the plan: end by the budget (re-planned)
             done = self.state.trained.get(model_id)
             if model_id in self.redo and done is not None:   # restoring: as it ran
-                task = dataclasses.replace(task, replans=done.get("replans", []))
+                if "deadline" in done:    # (a plan's final journaled before re-plans: plain)
+                    task = dataclasses.replace(task, replans=done.get("replans", []))
             else:
                 task = dataclasses.replace(task, deadline=final_deadline(self, model_id),
                                            min_epochs=self.c.epoch_final)

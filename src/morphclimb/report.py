@@ -15,7 +15,7 @@ from .errors import RunDirError
 from .events import FINAL, MODEL0
 from .figures import children_figure, progress_figure, save_figure, time_unit
 from .journal import RunDir, no_link
-from .results import collect_results, reference_line
+from .results import collect_results, final_plan_text, reference_line
 from .spec import Arch
 from .state import RunState
 
@@ -278,6 +278,8 @@ def _run_section(info: RunInfo, out: Path, prefix: str, files: list[Path]) -> st
     if climb.get("stopped"):
         parts.append(f"<p>The climb stopped after {climb['steps_run']} of {climb['n_steps']} "
                      f"steps: {html.escape(climb['stopped'])}</p>")
+    if climb.get("final_plan"):
+        parts.append(f"<p>{html.escape(final_plan_text(climb['final_plan']))}.</p>")
     parts.append(table_html(steps_table(info)))
     return "\n".join(parts)
 

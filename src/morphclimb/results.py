@@ -86,6 +86,8 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
                     "redrawn_over_limits": sum(("max_" in r["reason"]) or ("min_" in r["reason"])
                                                for r in st.redrawn),
                     "skipped": (st.finished or {}).get("skipped") or {}}
+    if st.final_plan is not None and FINAL in trained:
+        out["climb"]["final_plan"] = final_plan_summary(st.final_plan, trained[FINAL])
     if st.config_changes or st.retried:
         out["resumed_with"] = {"changes": st.config_changes,
                                "retried": [m for r in st.retried for m in r["models"]]}
@@ -158,3 +160,22 @@ def _summary(run: RunDir, r: dict[str, Any]) -> dict[str, Any]:
             "params": r["params"], "epochs": r["epochs"], "epochs_total": r.get("lineage"),
             "seconds": r.get("seconds"), "arch": arch.to_dict(), "layers": len(arch.nodes),
             "convs": arch.count("conv")}
+
+
+def final_plan_summary(plan: dict, final: dict) -> dict:
+    """What a time budget's plan (final_share) gave the final training: the epochs first
+    planned for the time the climb left, the deadline it then ran against and the epochs it
+    trained after its re-plans (results.json's climb.final_plan)."""
+    return {"epochs_planned": plan["epochs"], "seconds_left": plan.get("seconds_left"),
+            "deadline_s": final.get("deadline"), "epochs": final["epochs"],
+            "replans": len(final.get("replans") or ()), "seconds": final.get("seconds")}
+
+
+def final_plan_text(p: dict) -> str:
+    """One line on the plan (`show`, the report)."""
+    text = (f"final training: planned at {p['epochs_planned']} epoch(s) for the "
+            f"~{p['seconds_left'] or 0:.0f}s the climb left")
+    if p.get("deadline_s") is None:
+        return f"{text}; trained {p['epochs']} epoch(s)"
+    return (f"{text}; re-planned {p['replans']} time(s) as it ran to end within "
+            f"{p['deadline_s']:.0f}s: trained {p['epochs']} epoch(s) in {p['seconds'] or 0:.0f}s")

@@ -286,12 +286,14 @@ def fit(model: nn.Module, data, *, epochs: int, config: TrainConfig,
     to the device and run in eval mode without gradients; its weights never change. The
     records' loss is then the mixed loss.
 
-    `replan(done, total, records)`: asked after each epoch but the last, returns how many
-    epochs the run is to have in all now (at least `done`; `epochs` is the first plan). The cosine goes on
-    from where it is to lr_end over the new remainder, so the lr never jumps: a run that
-    re-plans nothing is exactly a run of `epochs`, and replaying the same answers at the same
-    epochs retrains the same weights. The changes are in the result's settings["replans"]
-    as [done, new total] pairs (a time budget's final training: worker.TrainTask.deadline).
+    `replan(done, total, records)`: asked after the first epoch and after each later one but
+    the last, returns how many epochs the run is to have in all now (at least `done`;
+    `epochs` is the first plan). The first epoch then runs at lr_start and the cosine is laid
+    out after it over the total replan gives; a later change runs the cosine on from where it
+    is to lr_end over the new remainder, so the lr never jumps. Replaying the same answers
+    at the same epochs retrains the same weights. The changes are in the result's
+    settings["replans"] as [done, new total] pairs (a time budget's final training:
+    worker.TrainTask.deadline).
     """
     if not _is_int(epochs) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -393,42 +395,47 @@ def _run(model, x, y, sched, config, s, mean, std, seed, callback, kd=None
 
 
 class _Schedule:
-    """A run's epochs and its lr at each step: config.lr over `epochs` epochs until a re-plan
-    (fit's `replan`) changes the total; from then on the cosine runs from the fraction it had
-    reached to its end over the new remainder. `steps`: batches per epoch (set by _run)."""
+    """A run's epochs and its lr at each step. Without `replan`: config.lr over `epochs`
+    epochs. With one, the first epoch is a measurement of the run's own speed: it runs at
+    lr_start, and the cosine is laid out after it over the total `replan` then gives (so a
+    first plan far too short cannot spend the cosine in its first epoch); each later re-plan
+    runs the cosine on from the fraction it had reached to its end over the new remainder.
+    `steps`: batches per epoch (set by _run)."""
 
     def __init__(self, config: TrainConfig, epochs: int, replan=None):
         self.config, self.epochs, self.replan, self.steps = config, epochs, replan, 1
         self.replans: list[list[int]] = []
-        self.t0, self.s0, self.span = 0.0, 0, 0     # set by the first re-plan
+        self.laid = replan is None               # the cosine laid out (after epoch 1)
+        self.t0, self.s0, self.span = 0.0, 0, 0
 
     def lr(self, step: int) -> float:
-        if not self.replans:
+        if self.replan is None:
             return self.config.lr(step, self.epochs * self.steps)
         return self.config.lr_at(self.fraction(step))
 
     def fraction(self, step: int) -> float:
-        if not self.replans:
-            total = self.epochs * self.steps
-            return min(step / total, 1.0) if total > 0 else 0.0
+        if not self.laid:
+            return 0.0
         return self.t0 + (1.0 - self.t0) * (step - self.s0) / self.span if self.span else 1.0
 
     def after(self, done: int, records: list[EpochRecord]) -> None:
-        """Ask `replan` after epoch `done` and take its answer (not after the last epoch:
-        the cosine has reached lr_end, and more epochs there would learn next to nothing)."""
-        if self.replan is None or done >= self.epochs:
+        """Ask `replan` after epoch `done` and take its answer (always after the first; never
+        after the last: the cosine has reached lr_end, more epochs would learn next to
+        nothing)."""
+        if self.replan is None or (self.laid and done >= self.epochs):
             return
         new = self.replan(done, self.epochs, records)
         if not _is_int(new):
             raise TrainingError(f"replan must return an integer, got {new!r}")
         new = max(new, done)
-        if new == self.epochs:
+        if self.laid and new == self.epochs:
             return
         at = done * self.steps
         self.t0 = self.fraction(at)
-        self.s0, self.span = at, (new - done) * self.steps
+        self.s0, self.span, self.laid = at, (new - done) * self.steps, True
+        if new != self.epochs:
+            self.replans.append([done, new])
         self.epochs = new
-        self.replans.append([done, new])
 
 
 def _epochs(x, y, sched: _Schedule, batch: int, gen, pad, callback, step, s: dict
