@@ -117,14 +117,19 @@ def main() -> None:
             got[name][seed] = row(r)
             print(f"{name} seed {seed}: {got[name][seed]}", flush=True)
     print(f"machine: {t1.cpu_model()}; demo preset; runs under {out}")
-    print("| seed | (a) search from model_0: error, wall s | (b) search from "
+    print("| seed | (a) search from model_0: error, wall s; its reference (the ResNet closest "
+          "in size alone, same wall time): name, error, epochs; (a) minus it | (b) search from "
           f"{args.start}: the answer's error (which model; the search's own), wall s | "
           f"(c) {args.start} alone, (b)'s wall time: error, epochs, wall s | (b) minus (c) |")
     print("|---|---|---|---|---:|")
     a, b = got["model0"], got[args.start]
-    diffs = {}
+    diffs, adiffs = {}, {}
     for s in sorted(set(a) | set(b)):
         ca = f"{a[s]['error']:.2f}%, {a[s]['wall']:.0f}" if s in a else "-"
+        if s in a and a[s]["ref_error"] is not None:
+            adiffs[s] = a[s]["error"] - a[s]["ref_error"]
+            ca += (f"; {a[s]['ref_name']}, {a[s]['ref_error']:.2f}%, {a[s]['ref_epochs']}; "
+                   f"{adiffs[s]:+.2f}")
         cb = (f"{b[s]['error']:.2f}% ({b[s]['model']}; {b[s]['search_error']:.2f}%), "
               f"{b[s]['wall']:.0f}") if s in b else "-"
         cc, d = "-", "-"
@@ -139,6 +144,10 @@ def main() -> None:
         print(f"(b) minus (c): {m:+.2f} +/- {sd:.2f} points over {len(diffs)} seeds, paired t "
               f"{t:+.2f}; the search from {args.start} won in "
               f"{sum(x < 0 for x in diffs.values())} of {len(diffs)}")
+    if len(adiffs) > 1:
+        m, sd = statistics.mean(adiffs.values()), statistics.stdev(adiffs.values())
+        print(f"(a) minus its reference: {m:+.2f} +/- {sd:.2f} points over {len(adiffs)} "
+              f"seeds; the search won in {sum(x < 0 for x in adiffs.values())}")
     if "plan" in got:
         print(f"\nplan: the search from {args.start} under time_budget {args.plan:.0f}s with "
               "final_share 0.6, against its reference (the start point alone, same wall time)")
