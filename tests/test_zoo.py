@@ -202,3 +202,48 @@ def test_the_reference_matches_the_time_until_the_answer(tiny_npz, tmp_path, mon
     # results.json says how long the answer took, the same number
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["model"] == until and res["answer_clock_s"] == st.trained[until]["clock"] - off
+
+
+def test_a_reference_the_budget_skipped_is_trained_by_the_reference_command(
+        tiny_npz, tmp_path, monkeypatch, capsys):
+    from morphclimb.cli import main
+    monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.002)
+    out = tmp_path / "run"
+    cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "reference": "resnet8",
+                          "time_budget": 3, "final_share": 0.5})
+    res = hill_climb(cfg, out).results
+    why = res["climb"]["skipped"]["reference"]
+    assert why.startswith("time budget: needs ~")
+    assert why.endswith(f"; `morphclimb reference {out}` trains it afterwards")
+    assert "reference" not in res
+    assert main(["reference", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    st = RunDir.open(out).state()
+    ref = st.trained["reference"]
+    assert st.reference_plan["start_point"] == "resnet8" == ref["start_point"]
+    assert st.reference_plan["matched_seconds"] == st.trained["final"]["clock"]
+    assert "reference resnet8 trained alone for the search's wall time" in text
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["reference"]["test_error"] == pytest.approx(
+        100 * (1 - ref["test_accuracy"]))
+    # again: nothing trained anew; another network than the run's is refused
+    assert main(["reference", str(out), "--quiet", "--network", "auto"]) == 0
+    assert [r["model"] for r in RunDir.open(out).records("model_trained")].count(
+        "reference") == 1
+    assert main(["reference", str(out), "--network", "resnet20"]) == 2
+    assert "has its reference already: resnet8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("network, want", [(None, "auto"), ("resnet14", "resnet14")])
+def test_the_reference_command_picks_the_network(tiny_npz, tmp_path, monkeypatch, network,
+                                                 want):
+    from morphclimb.cli import main
+    monkeypatch.setattr(followups, "seconds_per_image", lambda *a, **k: 0.002)
+    out = tmp_path / "run"
+    hill_climb(SearchConfig(**{**TINY, "dataset": tiny_npz, "n_steps": 1}), out)
+    assert main(["reference", str(out), "--quiet"] + (["--network", network] if network
+                                                      else [])) == 0
+    st = RunDir.open(out).state()
+    name = st.reference_plan["start_point"]
+    assert name == (closest(st.trained["final"]["params"], classes=4, size=8)
+                    if want == "auto" else want)

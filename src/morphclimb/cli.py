@@ -80,6 +80,18 @@ def parser() -> argparse.ArgumentParser:
                    "architecture instead, for as many epochs as its final training had (model "
                    "retrain-ID; retrain for the most accurate member)")
     _exec_args(p)
+    p = sub.add_parser("reference", help="train a known-good network alone for the search's "
+                       "wall time (the equal-time reference; one a time budget skipped)",
+                       description="The equal-time reference of a finished run: a CIFAR "
+                       "ResNet in morphclimb's spec trained alone, by the run's trainer, for "
+                       "as many epochs as fit in the time the search took to its answer "
+                       "(journaled as the run's `reference`; results.json, show and the report "
+                       "then put the answer beside it).")
+    p.add_argument("run_dir")
+    p.add_argument("--network", metavar="NAME", help="auto (the ResNet closest in parameters "
+                   "to the answer) or a zoo name such as resnet8, resnet20, resnet20x2; "
+                   "default: the run's `reference` setting, else auto")
+    _exec_args(p)
     p = sub.add_parser("ensemble", help="snapshot ensemble of one run, or across several runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="write the ensemble result as JSON to this file")
@@ -216,7 +228,8 @@ def cmd_extra(args, what: str) -> int:
     from .commands import run_extra
     prog = Progress(args.quiet)
     member = getattr(args, "member", None)
-    r = run_extra(args.run_dir, what, _exec_overrides(args), prog, member=member)
+    r = run_extra(args.run_dir, what, _exec_overrides(args), prog, member=member,
+                  network=getattr(args, "network", None))
     _print_result(r)
     done = next((m.get("retrain") for m in r.get("front") or [] if m["id"] == member), None)
     if done:
@@ -291,7 +304,8 @@ def cmd_predict(args) -> int:
 
 COMMANDS = {"search": cmd_search, "resume": cmd_resume, "ensemble": cmd_ensemble,
             "evaluate": cmd_evaluate, "show": cmd_show, "predict": cmd_predict,
-            "retrain": lambda a: cmd_extra(a, "retrain")}
+            "retrain": lambda a: cmd_extra(a, "retrain"),
+            "reference": lambda a: cmd_extra(a, "reference")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""What the `retrain`, `ensemble`, `evaluate` and `show` commands do, as plain functions
-(cli.py parses and prints; these do the work and return data)."""
+"""What the `retrain`, `reference`, `ensemble`, `evaluate` and `show` commands do, as plain
+functions (cli.py parses and prints; these do the work and return data)."""
 
 from __future__ import annotations
 
@@ -13,25 +13,46 @@ from .results import collect_results, final_plan_text, reference_line
 
 
 def run_extra(run_dir: str | Path, what: str, overrides: dict, progress=None,
-              member: str | None = None) -> dict:
-    """Retrain from scratch ('retrain') or build the snapshot ensemble ('ensemble') of a run;
-    `member`: retrain that front member's architecture (a Pareto search's)."""
-    from .followups import run_retrain, run_snapshot_ensemble
+              member: str | None = None, network: str | None = None) -> dict:
+    """Retrain from scratch ('retrain'), build the snapshot ensemble ('ensemble') or train the
+    equal-time reference ('reference') of a finished run. `member`: retrain that front
+    member's architecture (a Pareto search's); `network`: the reference's network (auto or
+    a zoo name; default the run's `reference` setting, else auto)."""
+    from .followups import run_reference, run_retrain, run_snapshot_ensemble
     from .nash import attach
     run = RunDir.open(run_dir)
-    if run.state().finished is None:
+    st = run.state()
+    if st.finished is None:
         raise RunDirError(f"{run_dir} has not finished; `morphclimb resume {run_dir}` first")
     if member is not None:
         from .members import check_member
         check_member(run, member)    # before the dataset is loaded
+    if what == "reference":
+        overrides = {**overrides, "reference": _reference_network(run, st, network)}
     cb = progress.event if progress else None
     ep = progress.epoch if progress else None
     with attach(run_dir, overrides, cb, ep) as climber:
         if what == "retrain":
             run_retrain(climber, member)
+        elif what == "reference":
+            run_reference(climber)
         else:
             run_snapshot_ensemble(climber)
     return collect_results(run)
+
+
+def _reference_network(run: RunDir, st, network: str | None) -> str:
+    """The reference network to train: `network`, else the run's setting, else auto; a run
+    whose reference is planned or trained already keeps that one (naming another is an
+    error: a run has one reference)."""
+    from .nash import run_config
+    plan = st.reference_plan
+    if plan is None:
+        return network or run_config(run).reference or "auto"
+    if network not in (None, "auto", plan["start_point"]):
+        raise ConfigError(f"{run.path} has its reference already: {plan['start_point']} "
+                          f"(a run has one; copy the run directory to compare another)")
+    return plan["start_point"]
 
 
 def evaluate_run(run_dir: str | Path, model_id: str | None = None, part: str | None = None,

@@ -546,8 +546,12 @@ class Climber:
                     cost = answer_clock(self)   # it fits after the rest
                 left = self.c.time_budget - self.clock()
                 if cost > left:
+                    later = {"retrain": "retrain", "reference": "reference",
+                             "snapshots": "ensemble"}.get(name)
                     skipped[name] = (f"time budget: needs ~{cost:.0f}s, "
-                                     f"{max(left, 0):.0f}s left")
+                                     f"{max(left, 0):.0f}s left" + (
+                                         f"; `morphclimb {later} {self.run.path}` trains it "
+                                         "afterwards" if later else ""))
                     continue
             job(self)
         return skipped
