@@ -58,8 +58,9 @@ class TrainTask:
     step: str = "eager"                     # how fit runs a step: eager, cuda_graph, compile, auto
     teacher: Teacher | None = None          # distil from this network while training
     # A training to end within `deadline` seconds of the task's start (a time budget's final
-    # training): its epochs are re-planned after each from the speed of the last few
-    # (`deadline_replan`), never below `min_epochs`; `epochs` is the first plan.
+    # training): its first epoch runs at lr_start and measures its speed, then its epochs are
+    # re-planned after each from the speed of the last few (`deadline_replan`; fit's
+    # `replan`), never below `min_epochs`; `epochs` is the first plan.
     deadline: float | None = None
     min_epochs: int = 1
     # The re-plans of an earlier run of this task ([done, new total] pairs, its journal
