@@ -247,3 +247,97 @@ def test_the_reference_command_picks_the_network(tiny_npz, tmp_path, monkeypatch
     name = st.reference_plan["start_point"]
     assert name == (closest(st.trained["final"]["params"], classes=4, size=8)
                     if want == "auto" else want)
+
+
+def test_closest_then_smaller_orders_the_auto_candidates():
+    from morphclimb.zoo import closest_then_smaller
+    assert closest_then_smaller(10**7) == ["resnet56", "resnet32", "resnet20", "resnet8"]
+    assert closest_then_smaller(272_000) == ["resnet20", "resnet8"]
+    assert closest_then_smaller(78_000) == ["resnet8"]
+    assert closest_then_smaller(272_000, ("resnet32", "resnet8", "resnet20")) == [
+        "resnet20", "resnet8"]                               # by size, not by the list's order
+
+
+@pytest.fixture(scope="module")
+def grown_run(tmp_path_factory):
+    """A finished tiny search from ResNet-20 (its answer closer in size to a ResNet than
+    ResNet-8), no reference yet."""
+    from conftest import make_tiny_npz
+    root = tmp_path_factory.mktemp("grown")
+    out = root / "run"
+    hill_climb(SearchConfig(**{**TINY, "dataset": str(make_tiny_npz(root / "tiny.npz")), "start": "resnet20",
+                               "n_steps": 1}), out)
+    return out
+
+
+def _epochs_by_name(table):
+    """A stand-in for _plan_for: each network's epochs from `table` (the timing itself is
+    tested above)."""
+    def plan(climber, name, seconds):
+        return {"start_point": name, "epochs": table[name], "seconds_per_image": 0.001,
+                "timed": {}}
+    return plan
+
+
+@pytest.mark.parametrize("short", ["all", "first", "none"])
+def test_auto_reference_is_the_closest_that_gets_the_answers_epochs(grown_run, tmp_path,
+                                                                    monkeypatch, capsys, short):
+    """auto tries the ResNet closest to the answer's size, then each smaller, and takes the
+    first that trains at least as many epochs in the search's time as the answer had (its
+    lineage, more than its final training's epochs); where none does, the smallest."""
+    import shutil
+
+    from morphclimb.cli import main
+    from morphclimb.zoo import closest_then_smaller
+    out = tmp_path / "run"
+    shutil.copytree(grown_run, out)
+    st = RunDir.open(out).state()
+    final = st.trained["final"]
+    need = final["lineage"]
+    assert need > final["epochs"]
+    order = closest_then_smaller(final["params"], classes=4, size=8)
+    assert len(order) >= 2 and order[-1] == "resnet8"
+    if short == "all":     # every one short by an epoch (more than the final's own epochs)
+        table = {n: need - 1 for n in order}
+        want, tried = "resnet8", order
+    elif short == "first":   # the closest short; the next has exactly the answer's epochs
+        table = {**{n: need + 5 for n in order}, order[0]: need - 1, order[1]: need}
+        want, tried = order[1], order[:2]
+    else:
+        table = {n: need for n in order}
+        want, tried = order[0], order[:1]
+    monkeypatch.setattr(followups, "_plan_for", _epochs_by_name(table))
+    assert main(["reference", str(out), "--network", "auto"]) == 0
+    text = capsys.readouterr().out
+    plan = RunDir.open(out).state().reference_plan
+    assert plan["start_point"] == want and plan["epochs"] == table[want]
+    assert plan["auto"] == {"answer_epochs": need,
+                            "tried": [{"start_point": n, "epochs": table[n]} for n in tried]}
+    res = json.loads((out / "results.json").read_text())
+    assert res["reference"]["start_point"] == want
+    assert res["reference"]["auto"] == plan["auto"]
+    passed = tried[:-1] if want == tried[-1] else tried
+    if passed:
+        assert (f"(auto: not {', '.join(passed)}, closer in size, which would get "
+                f"{', '.join(str(table[n]) for n in passed)} epoch(s), fewer than the "
+                f"answer's {need})") in text
+    else:
+        assert "(auto:" not in text
+    # a named reference is planned as named, without trying others
+    named = tmp_path / "named"
+    shutil.copytree(grown_run, named)
+    assert main(["reference", str(named), "--network", order[0], "--quiet"]) == 0
+    plan = RunDir.open(named).state().reference_plan
+    assert plan["start_point"] == order[0] and "auto" not in plan
+
+
+def test_the_answers_epochs_are_the_retrained_networks_where_it_is_the_answer(tiny_npz,
+                                                                             tmp_path):
+    cfg = SearchConfig(**{**TINY, "dataset": tiny_npz, "n_steps": 1, "retrain": True})
+    hill_climb(cfg, tmp_path / "run")
+    st = RunDir.open(tmp_path / "run").state()
+    final = st.trained["final"]
+    assert followups.answer_epochs(st, cfg.to_dict()) == final["lineage"]
+    st.trained["retrain"]["epochs"] = final["lineage"] + 7   # told apart from the lineage
+    assert followups.answer_epochs(st, cfg.replace(final_model="retrain").to_dict()) == (
+        final["lineage"] + 7)

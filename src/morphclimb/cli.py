@@ -89,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
                        "then put the answer beside it).")
     p.add_argument("run_dir")
     p.add_argument("--network", metavar="NAME", help="auto (the ResNet closest in parameters "
-                   "to the answer) or a zoo name such as resnet8, resnet20, resnet20x2; "
+                   "to the answer that gets at least the answer's epochs in its time, else "
+                   "the next smaller) or a zoo name such as resnet8, resnet20, resnet20x2; "
                    "default: the run's `reference` setting, else auto")
     _exec_args(p)
     p = sub.add_parser("ensemble", help="snapshot ensemble of one run, or across several runs")

@@ -101,34 +101,63 @@ def reference_plan(climber) -> dict:
     (`speed_ratio`: the median round's ratio), and that ratio scales what the answer's final
     training took per image during the search (a machine busier or quieter now than during
     the search changes both alike). The network is `reference`, or with "auto" the CIFAR
-    ResNet closest to the answer's parameter count.
+    ResNet closest to the answer's parameter count that trains at least as many epochs in
+    that time as the answer had (`answer_epochs`); where the closest gets fewer, each smaller
+    one is tried in turn, and the smallest (ResNet-8) is taken where none gets as many: a
+    big network starved of epochs would make a weak reference (journaled as `auto`: the
+    answer's epochs and each network tried with its epochs).
     """
     state = climber.state
     if state.reference_plan is not None:
         return state.reference_plan
-    from .budget import image_passes
-    from .device import resolve_device
-    from .zoo import closest, zoo_arch
+    from .zoo import closest_then_smaller
     c, split = climber.c, climber.split
     final = state.trained[FINAL]
-    name = c.reference
-    if name == "auto":
-        name = closest(final["params"], channels=split.channels, classes=split.num_classes,
-                       size=split.image_size)
-    arch = zoo_arch(name, split.channels, split.num_classes, split.image_size)
     seconds = answer_clock(climber)
+    if c.reference != "auto":
+        return climber.log({"event": Event.REFERENCE_PLANNED,
+                            **_plan_for(climber, c.reference, seconds),
+                            "matched_seconds": seconds})
+    need = answer_epochs(state, c.to_dict())
+    tried = []
+    for name in closest_then_smaller(final["params"], channels=split.channels,
+                                     classes=split.num_classes, size=split.image_size):
+        plan = _plan_for(climber, name, seconds)
+        tried.append({"start_point": name, "epochs": plan["epochs"]})
+        if plan["epochs"] >= need:
+            break
+    return climber.log({"event": Event.REFERENCE_PLANNED, **plan, "matched_seconds": seconds,
+                        "auto": {"answer_epochs": need, "tried": tried}})
+
+
+def _plan_for(climber, name: str, seconds: float) -> dict:
+    """The epochs of zoo network `name` in `seconds` at its speed under the search's
+    conditions (reference_plan), with the timings they came from."""
+    from .budget import image_passes
+    from .device import resolve_device
+    from .zoo import zoo_arch
+    split = climber.split
+    final = climber.state.trained[FINAL]
+    arch = zoo_arch(name, split.channels, split.num_classes, split.image_size)
     config = climber.task(REFERENCE, arch, None, 1).config    # the search's training settings
-    device = resolve_device(c.device)
     now = speed_ratio(arch, climber.load_arch(FINAL), split.train_full, config, split.mean,
-                      split.std, device)
+                      split.std, resolve_device(climber.c.device))
     passes = image_passes(final["epochs"], len(split.train_full), len(split.test))
     then = final.get("seconds", 0.0) / passes if passes else 0.0   # the answer, in the search
     per_image = now["ratio"] * then if then > 0 else now["reference"]
-    epochs = reference_epochs(seconds, per_image, len(split.train_full), len(split.test))
-    return climber.log({"event": Event.REFERENCE_PLANNED, "start_point": name,
-                        "epochs": epochs, "matched_seconds": seconds,
-                        "seconds_per_image": per_image,
-                        "timed": {**now, "answer_in_search": then}})
+    return {"start_point": name,
+            "epochs": reference_epochs(seconds, per_image, len(split.train_full),
+                                       len(split.test)),
+            "seconds_per_image": per_image, "timed": {**now, "answer_in_search": then}}
+
+
+def answer_epochs(st, config: dict) -> int:
+    """The epochs the run's answer was trained in all: the retrained network's where it is
+    the answer, else the final model's lineage (its ancestors' epochs and its own)."""
+    if RETRAIN in st.trained and st.chosen_model(config) == RETRAIN:
+        return int(st.trained[RETRAIN]["epochs"])
+    final = st.trained[FINAL]
+    return int(final.get("lineage") or final["epochs"])
 
 
 def answer_clock(climber) -> float:

@@ -63,6 +63,8 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
             # the run's answer minus the reference, in test-error points: > 0, the search lost
             answer_minus_reference=round(answer["test_error"] - out[REFERENCE]["test_error"],
                                          4))
+        if (st.reference_plan or {}).get("auto"):   # how `auto` chose it
+            out[REFERENCE]["auto"] = st.reference_plan["auto"]
     searched = [r for r in trained.values()
                 if r.get("role") in ("pretrain", "child", "incumbent", "final")]
     out["runtime_s"] = sum(r.get("seconds", 0.0) for r in searched)
@@ -147,10 +149,16 @@ def reference_line(r: dict[str, Any]) -> str | None:
     d = ref["answer_minus_reference"]
     verdict = (f"the search LOST by {d:.2f} points" if d > 0 else
                f"the search won by {-d:.2f} points" if d < 0 else "a tie")
+    passed = [t for t in (ref.get("auto") or {}).get("tried", [])
+              if t["start_point"] != ref.get("start_point")]
+    why = ("" if not passed else
+           f" (auto: not {', '.join(t['start_point'] for t in passed)}, closer in size, which "
+           f"would get {', '.join(str(t['epochs']) for t in passed)} epoch(s), fewer than the "
+           f"answer's {ref['auto']['answer_epochs']})")
     return (f"reference {ref.get('start_point')} trained alone for the search's wall time "
             f"({ref['epochs']} epochs, {ref['seconds']:.0f}s against "
-            f"{ref.get('matched_seconds') or 0:.0f}s, {ref['params']:,} params): test error "
-            f"{ref['test_error']:.2f}%; {verdict}")
+            f"{ref.get('matched_seconds') or 0:.0f}s, {ref['params']:,} params){why}: test "
+            f"error {ref['test_error']:.2f}%; {verdict}")
 
 
 def _summary(run: RunDir, r: dict[str, Any]) -> dict[str, Any]:

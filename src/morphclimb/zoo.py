@@ -51,6 +51,16 @@ def closest(params: int, candidates: tuple[str, ...] = ("resnet8", "resnet20", "
         zoo_arch(n, channels, classes, size).num_params / max(params, 1))))
 
 
+def closest_then_smaller(params: int, candidates: tuple[str, ...] = ("resnet8", "resnet20",
+                                                                    "resnet32", "resnet56"),
+                         channels: int = 3, classes: int = 10, size: int = 32) -> list[str]:
+    """`closest` first, then each smaller candidate (by parameters), down to the smallest:
+    the order in which an `auto` reference tries them."""
+    sized = sorted(candidates, key=lambda n: zoo_arch(n, channels, classes, size).num_params)
+    i = sized.index(closest(params, candidates, channels, classes, size))
+    return sized[i::-1]
+
+
 def resnet(depth: int = 20, in_channels: int = 3, num_classes: int = 10,
            image_size: int | tuple[int, int] = 32, width: int = 1) -> Arch:
     """The CIFAR ResNet of `depth` (6n + 2) in morphclimb's spec (see the module's notes)."""
