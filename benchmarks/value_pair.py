@@ -15,7 +15,14 @@ any change of the machine's load hits both alike:
     nice -n 19 .venv/bin/python benchmarks/value_pair.py --budget 3600 --seeds 0
     .venv/bin/python benchmarks/value_pair.py --budget 3600 --seeds 0 1 --report-only
 
-Runs go to OUT/<budget>/search-s<seed> (a morphclimb run) and OUT/<budget>/alone-s<seed>.json.
+`--scale table1` (or `table1-small`) runs the same pair at the CPU-scale Table 1 of
+cpu_table1.py instead of the demo's: all of CIFAR-10 at 16x16 (40,000 train / 10,000
+validation; `table1-small`: 8,000 / 2,000), 10,000 test images, its n_neigh 8, n_NM 2,
+epoch_pretrain 4, its epochs per child and final (a ResNet start point keeps its own widths,
+16-32-64); the search's own model is the answer there (final_model=search), no reference.
+
+Runs go to OUT/<budget>/search-s<seed> (a morphclimb run) and OUT/<budget>/alone-s<seed>.json
+(OUT/<scale>-<budget>/... at another scale).
 A pair is only fair when both halves ran together: one killed midway is run again whole
 (delete both halves). Test error of each, its epochs and wall time, and the answer minus alone.
 """
@@ -35,17 +42,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cpu_table1 as t1  # noqa: E402
 
+SCALES = {"demo": None, "table1": "full", "table1-small": "small"}   # cpu_table1's names
 
-def config(start: str, budget: float, share: float, seed: int, threads: int):
+
+def config(args):
     from morphclimb.config import resolve
-    return resolve("demo", overrides={"start": start, "time_budget": budget,
-                                      "final_share": share, "seed": seed, "threads": threads,
-                                      "baseline": False, "reference": None})
+    over = {"start": args.start, "time_budget": args.budget, "final_share": args.share,
+            "seed": args.seed, "threads": args.threads}
+    if args.scale == "demo":
+        return resolve("demo", overrides={**over, "baseline": False, "reference": None})
+    scale = t1.SCALES[SCALES[args.scale]]
+    return resolve(None, overrides={**scale, "dataset": t1.dataset_path(None), **over})
 
 
 def run_search(args, out: Path) -> None:
     from morphclimb.nash import hill_climb
-    hill_climb(config(args.start, args.budget, args.share, args.seed, args.threads), out)
+    hill_climb(config(args), out)
 
 
 def run_alone(args, out: Path, t0: float) -> None:
@@ -60,7 +72,7 @@ def run_alone(args, out: Path, t0: float) -> None:
     from morphclimb.train import evaluate, fit
     from morphclimb.worker import deadline_replan
     from morphclimb.zoo import zoo_arch
-    c = config(args.start, args.budget, args.share, args.seed, args.threads)
+    c = config(args)
     _, split = load_split(c)
     device = resolve_device(c.device)
     tc = train_config(c)
@@ -95,6 +107,7 @@ def pair(args, seed: int, root: Path) -> None:
     t0 = time.time()
     common = [sys.executable, __file__, "--budget", str(args.budget), "--share",
               str(args.share), "--start", args.start, "--threads", str(args.threads),
+              "--scale", args.scale,
               "--seed-one", str(seed), "--t0", str(t0), "--out", str(args.out)]
     procs = [subprocess.Popen(common + ["--role", role]) for role in ("search", "alone")]
     codes = [p.wait() for p in procs]
@@ -103,7 +116,7 @@ def pair(args, seed: int, root: Path) -> None:
 
 
 def report(args, root: Path) -> None:
-    print(f"machine: {t1.cpu_model()}; demo data; budget {args.budget:.0f} s, final_share "
+    print(f"machine: {t1.cpu_model()}; {args.scale} scale; budget {args.budget:.0f} s, final_share "
           f"{args.share}, start {args.start}; the two halves of a pair ran at the same time, "
           "one thread each")
     print("| seed | search's answer: error, params, final epochs, wall s | "
@@ -136,12 +149,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/pair")
+    ap.add_argument("--scale", choices=tuple(SCALES), default="demo",
+                    help="the demo's data and settings, or cpu_table1.py's scale")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--role", choices=("search", "alone"), help=argparse.SUPPRESS)
     ap.add_argument("--seed-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    root = Path(args.out) / f"{args.budget:.0f}"
+    root = Path(args.out) / (f"{args.budget:.0f}" if args.scale == "demo" else
+                             f"{args.scale}-{args.budget:.0f}")
     root.mkdir(parents=True, exist_ok=True)
     if args.role:
         args.seed = args.seed_one
