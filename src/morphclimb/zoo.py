@@ -42,8 +42,10 @@ def is_zoo_name(name: str) -> bool:
     return depth >= 8 and (depth - 2) % 6 == 0 and width >= 1
 
 
-def closest(params: int, candidates: tuple[str, ...] = ("resnet8", "resnet20", "resnet32",
-                                                         "resnet56"),
+AUTO = ("resnet8", "resnet20", "resnet32", "resnet56")   # what reference=auto chooses among
+
+
+def closest(params: int, candidates: tuple[str, ...] = AUTO,
             channels: int = 3, classes: int = 10, size: int = 32) -> str:
     """The candidate start point whose parameter count is closest to `params` (by ratio)."""
     import math
@@ -51,8 +53,7 @@ def closest(params: int, candidates: tuple[str, ...] = ("resnet8", "resnet20", "
         zoo_arch(n, channels, classes, size).num_params / max(params, 1))))
 
 
-def closest_then_smaller(params: int, candidates: tuple[str, ...] = ("resnet8", "resnet20",
-                                                                    "resnet32", "resnet56"),
+def closest_then_smaller(params: int, candidates: tuple[str, ...] = AUTO,
                          channels: int = 3, classes: int = 10, size: int = 32) -> list[str]:
     """`closest` first, then each smaller candidate (by parameters), down to the smallest:
     the order in which an `auto` reference tries them."""
