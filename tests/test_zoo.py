@@ -273,7 +273,7 @@ def grown_run(tmp_path_factory):
 def _epochs_by_name(table):
     """A stand-in for _plan_for: each network's epochs from `table` (the timing itself is
     tested above)."""
-    def plan(climber, name, seconds):
+    def plan(climber, name, seconds, answer, then):
         return {"start_point": name, "epochs": table[name], "seconds_per_image": 0.001,
                 "timed": {}}
     return plan

@@ -110,19 +110,25 @@ def reference_plan(climber) -> dict:
     state = climber.state
     if state.reference_plan is not None:
         return state.reference_plan
+    from .budget import image_passes
     from .zoo import closest_then_smaller
     c, split = climber.c, climber.split
     final = state.trained[FINAL]
     seconds = answer_clock(climber)
+    passes = image_passes(final["epochs"], len(split.train_full), len(split.test))
+    then = final.get("seconds", 0.0) / passes if passes else 0.0   # the answer, in the search
+    answer = climber.load_arch(FINAL)
+
+    def plan_for(name: str) -> dict:
+        return _plan_for(climber, name, seconds, answer, then)
     if c.reference != "auto":
-        return climber.log({"event": Event.REFERENCE_PLANNED,
-                            **_plan_for(climber, c.reference, seconds),
+        return climber.log({"event": Event.REFERENCE_PLANNED, **plan_for(c.reference),
                             "matched_seconds": seconds})
     need = answer_epochs(state, c.to_dict())
     tried = []
     for name in closest_then_smaller(final["params"], channels=split.channels,
                                      classes=split.num_classes, size=split.image_size):
-        plan = _plan_for(climber, name, seconds)
+        plan = plan_for(name)
         tried.append({"start_point": name, "epochs": plan["epochs"]})
         if plan["epochs"] >= need:
             break
@@ -130,20 +136,17 @@ def reference_plan(climber) -> dict:
                         "auto": {"answer_epochs": need, "tried": tried}})
 
 
-def _plan_for(climber, name: str, seconds: float) -> dict:
+def _plan_for(climber, name: str, seconds: float, answer, then: float) -> dict:
     """The epochs of zoo network `name` in `seconds` at its speed under the search's
-    conditions (reference_plan), with the timings they came from."""
-    from .budget import image_passes
+    conditions (reference_plan): its time per image over the answer's (architecture
+    `answer`), timed now, times the answer's in the search (`then`); with the timings."""
     from .device import resolve_device
     from .zoo import zoo_arch
     split = climber.split
-    final = climber.state.trained[FINAL]
     arch = zoo_arch(name, split.channels, split.num_classes, split.image_size)
     config = climber.task(REFERENCE, arch, None, 1).config    # the search's training settings
-    now = speed_ratio(arch, climber.load_arch(FINAL), split.train_full, config, split.mean,
-                      split.std, resolve_device(climber.c.device))
-    passes = image_passes(final["epochs"], len(split.train_full), len(split.test))
-    then = final.get("seconds", 0.0) / passes if passes else 0.0   # the answer, in the search
+    now = speed_ratio(arch, answer, split.train_full, config, split.mean, split.std,
+                      resolve_device(climber.c.device))
     per_image = now["ratio"] * then if then > 0 else now["reference"]
     return {"start_point": name,
             "epochs": reference_epochs(seconds, per_image, len(split.train_full),
