@@ -197,6 +197,14 @@ def run_reference(climber) -> dict:
                              matched_seconds=plan["matched_seconds"])
 
 
+def snapshot_steps(state) -> list[int]:
+    """The steps whose best becomes a snapshot-ensemble member: every decided step before the
+    last decided one (whose best the final model is trained from). A climb a time budget
+    stopped early has fewer than n_steps - 1; one stopped before its first step none."""
+    decided = sorted(state.decided)
+    return decided[:-1]
+
+
 def run_snapshot_ensemble(climber) -> dict:
     """Train each earlier step's best on train + validation, then ensemble them with the final."""
     from .device import resolve_device
@@ -206,7 +214,7 @@ def run_snapshot_ensemble(climber) -> dict:
     if done is not None:
         return done
     members = []
-    for i in range(1, climber.c.n_steps):
+    for i in snapshot_steps(state):
         best = state.trained[state.decided[i]["best"]]
         arch, w = climber.load_model(best["model"])   # restored if its checkpoint vanished
         rec = climber.train_one(snapshot_id(i), arch, w, climber.c.epoch_final,

@@ -36,7 +36,7 @@ def budget_allows(climber, i: int, tasks: list, best: dict, rungs=None,
         else:
             costs[f"step {i}"] = sum(model.seconds(m, image_passes(t.epochs, n_train, n_val))
                                      for m, t in zip(sizes, todo))
-    after = after_climb_costs(climber, model, best, steps_done=i - 1)
+    after = after_climb_costs(climber, model, best, steps_done=i)   # with step i decided
     if c.final_share is not None:   # the plan: the final training takes at least its share,
         # then what the climb leaves (plan_final); the jobs after it only what the final leaves
         after = {"final": max(after["final"], c.final_share * budget)}

@@ -59,7 +59,12 @@ Callback = Callable[[dict[str, Any]], None]
 
 @dataclass
 class SearchResult:
-    """The outcome of a search: final architecture and weights, test metrics and history."""
+    """The outcome of a search: the run's answer (architecture, weights, test accuracy), the
+    climb's history and results.json.
+
+    The answer is the model `show`, `evaluate`, `export` and `predict` use by default
+    (results.json's "model", named by `model_id`): the search's final model (`final`), or
+    its architecture retrained from scratch (`retrain`) where final_model says so."""
 
     run_dir: Path
     arch: Arch
@@ -67,10 +72,11 @@ class SearchResult:
     test_accuracy: float
     history: list[dict[str, Any]]
     results: dict[str, Any] = field(repr=False)
+    model_id: str = FINAL
 
     @property
     def model(self) -> torch.nn.Module:
-        """The final trained network (eval mode, CPU)."""
+        """The run's answer as a network (eval mode, CPU)."""
         return build(self.arch, self.weights).eval()
 
     @property
@@ -673,9 +679,16 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
         results = collect_results(run)
     finally:
         run.unlock()
-    arch, weights = run.load_model(final["model"])
-    return SearchResult(run.path, arch, weights, final["test_accuracy"], results["steps"],
-                        results)
+    return search_result(run, results)
+
+
+def search_result(run: RunDir, results: dict[str, Any]) -> SearchResult:
+    """The SearchResult of a finished run: its answer (results.json's "model", as the CLI's
+    readers take it by default), with that model's own test accuracy."""
+    answer = results["model"]
+    arch, weights = run.load_model(answer)
+    return SearchResult(run.path, arch, weights, run.state().trained[answer]["test_accuracy"],
+                        results["steps"], results, model_id=answer)
 
 
 def run_config(run: RunDir) -> SearchConfig:
