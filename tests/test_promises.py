@@ -25,6 +25,7 @@ from morphclimb.config import SearchConfig
 from morphclimb.journal import RunDir
 from morphclimb.nash import hill_climb
 from morphclimb.seeds import derive_seed
+from morphclimb.spec import Arch
 
 FINAL_ROLES = {"final", "baseline", "retrain", "reference", "snapshot"}
 CLIMB_ROLES = {"pretrain", "child", "incumbent"}
@@ -113,8 +114,8 @@ class Traced:
         self.V = set(trace.of("evaluate", "m0")[0]["keys"])    # and its validation images
 
 
-MAIN = dict(TINY, n_steps=2, n_neigh=3, baseline=True, final_model="retrain",
-            snapshot_ensemble=True, reference="resnet8")
+MAIN = dict(TINY, n_steps=2, n_neigh=3, epoch_neigh=2, epoch_final=3, baseline=True,
+            final_model="retrain", snapshot_ensemble=True, reference="resnet8")
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +222,36 @@ def test_inputs_are_normalised_by_the_training_part_alone(traced):
         assert r["mean"] == tuple(rec_mean) and r["std"] == tuple(rec_std), r["model"]
 
 
+def test_each_training_starts_where_the_paper_says_and_trains_its_epochs(traced):
+    """Children start as their parent's morphism, the incumbent and the final model (and
+    each snapshot) from their parent's trained weights; the baseline, the retraining and
+    the reference from fresh weights. Epochs: epoch_neigh in the climb, epoch_final for the
+    final and the snapshots, the final model's lineage for the baseline and the retraining."""
+    from morphclimb.build import build
+    c, st, run = traced.state.started["config"], traced.state, traced.run
+    probe = traced.trace.probes[0]
+    for t in traced.trace.tasks:
+        role, mid = t.meta["role"], t.model_id
+        if role in ("baseline", "retrain", "reference") or mid == "m0":
+            assert t.weights is None, mid
+            continue
+        parent = run.load_model(t.meta["parent"])
+        if role == "child":          # exact: computes what the parent computes
+            with torch.no_grad():
+                a = build(*parent).eval()(probe)
+                b = build(Arch.from_dict(t.arch), t.weights).eval()(probe)
+            assert torch.allclose(a, b, atol=1e-4), mid
+            assert t.epochs == c["epoch_neigh"], mid
+        else:                        # incumbent, final, snapshot: the parent's weights
+            assert t.arch == parent[0].to_dict(), mid
+            assert all(torch.equal(t.weights[k], v) for k, v in parent[1].items()), mid
+            want = c["epoch_neigh"] if role == "incumbent" else c["epoch_final"]
+            assert t.epochs == want, mid
+    lineage = st.trained["final"]["lineage"]
+    assert lineage == c["epoch_pretrain"] + c["n_steps"] * c["epoch_neigh"] + c["epoch_final"]
+    assert st.trained["baseline"]["epochs"] == st.trained["retrain"]["epochs"] == lineage
+
+
 # ------------------------------------------------------------------ seeds
 @pytest.mark.parametrize("which", ["traced", "other_seed"])
 def test_every_training_has_its_own_seed_derived_from_its_id(which, request):
@@ -302,3 +333,159 @@ def test_a_pareto_answer_is_timed_to_its_last_final_training(tmp_path, monkeypat
     assert len(finals) >= 2 and last > st.trained["final"]["clock"]
     assert st.reference_plan["matched_seconds"] == last == res["answer_clock_s"]
     assert res["model"] == "final"
+
+
+# ------------------------------------------------------------------ the snapshot ensemble
+class PerPass:
+    """A fake speed: one second per image pass, whatever the network."""
+
+    def seconds(self, mflops, passes):
+        return passes
+
+
+@pytest.mark.parametrize("n_steps", [3, 5])
+def test_a_climb_the_budget_stopped_ensembles_the_steps_it_decided(tiny_npz, tmp_path,
+                                                                   monkeypatch, n_steps):
+    """A step costs ~500 fake seconds (three trainings), the final and each snapshot ~208:
+    in 1,000 s steps 1 and 2 fit with what follows them (one snapshot), step 3 does not (it
+    would add a second). The ensemble is step 1's best (trained on) and the final model,
+    whether the stop came at the last step (n_steps 3) or before it (5)."""
+    from morphclimb import forecast
+    from morphclimb.budget import image_passes
+    monkeypatch.setattr(forecast, "time_model", lambda climber: PerPass())
+    c = SearchConfig(**{**TINY, "dataset": tiny_npz, "n_steps": n_steps,
+                        "snapshot_ensemble": True, "time_budget": 1000})
+    res = hill_climb(c, tmp_path / "run").results
+    st = RunDir.open(tmp_path / "run").state()
+    one = image_passes(TINY["epoch_final"], 192, 48)          # a snapshot's fake seconds
+    assert st.stopped["step"] == 3 and sorted(st.decided) == [1, 2]
+    assert st.stopped["predicted"]["snapshots"] == pytest.approx(2 * one)
+    snaps = [r for r in st.trained.values() if r.get("role") == "snapshot"]
+    assert [(r["model"], r["step"], r["parent"]) for r in snaps] == [
+        ("snap01", 1, st.decided[1]["best"])]
+    assert st.trained["final"]["parent"] == st.decided[2]["best"]
+    assert st.ensemble("snapshot")["members"] == ["snap01", "final"]
+    assert res["snapshot_ensemble"]["members"] == ["snap01", "final"]
+
+
+def test_an_unstopped_climb_ensembles_every_step_before_the_last(tiny_npz, tmp_path):
+    c = SearchConfig(**{**TINY, "dataset": tiny_npz, "n_steps": 3, "snapshot_ensemble": True})
+    hill_climb(c, tmp_path / "run")
+    st = RunDir.open(tmp_path / "run").state()
+    assert st.ensemble("snapshot")["members"] == ["snap01", "snap02", "final"]
+    assert [st.trained[f"snap0{i}"]["parent"] for i in (1, 2)] == [
+        st.decided[1]["best"], st.decided[2]["best"]]
+    assert st.trained["final"]["parent"] == st.decided[3]["best"]
+
+
+# ------------------------------------------------------------------ resume at every record
+def _full_run_config(npz) -> SearchConfig:
+    from morphclimb.model0 import starting_arch
+    m0 = starting_arch(3, 4, 8, widths=TINY["widths"]).num_params
+    return SearchConfig(**{**TINY, "dataset": npz, "n_neigh": 4, "max_params": m0 + 120,
+                           "baseline": True, "final_model": "retrain",
+                           "snapshot_ensemble": True})   # deeper fits the limit, wider not
+
+
+def _account(out) -> dict:
+    """What a run decided and trained, without its times."""
+    run = RunDir.open(out)
+    st = run.state()
+    timeless = ("clock", "time", "seconds", "curves", "checkpoint")
+    trained = {m: {k: v for k, v in r.items() if k not in timeless}
+               for m, r in st.trained.items()}
+    weights = {}
+    for m in st.trained:
+        w = run.load_model(m)[1]
+        weights[m] = {k: v.numpy().tobytes() for k, v in w.items()}
+    return {"trained": trained, "weights": weights,
+            "made": {m: {k: v for k, v in r.items() if k not in timeless}
+                     for m, r in st.made.items()},
+            "redrawn": sorted((r["step"], r["child"], r["draw"], r["reason"]) for r in st.redrawn),
+            "failed": {m: r["reason"] for m, r in st.failed.items()},
+            "decided": {i: (d["best"], d["kept"], d["candidates"]) for i, d in st.decided.items()},
+            "ensemble": {k: v for k, v in (st.ensemble("snapshot") or {}).items()
+                         if k not in timeless},
+            "answer": json.loads((out / "results.json").read_text())["model"]}
+
+
+def _pareto_config(npz) -> SearchConfig:
+    return SearchConfig(**{**TINY, "dataset": npz, "strategy": "pareto", "approximate": True,
+                           "n_neigh": 3, "n_draw": 6, "front_final": 0})
+
+
+def _cuts(records: list[dict]) -> list[int]:
+    """Where to kill: after the first and the last record of every kind, after every final
+    training (a Pareto front's members each have one), after the first child made with
+    draw > 0 and before it (after its last rejected draw), and after that child's training."""
+    cuts = set()
+    for e in {r["event"] for r in records} - {"run_finished"}:
+        at = [k for k, r in enumerate(records) if r["event"] == e]
+        cuts |= {at[0], at[-1]}
+    cuts |= {k for k, r in enumerate(records) if r.get("role") == "final"}
+    k = next((k for k, r in enumerate(records)
+              if r["event"] == "child_made" and r.get("draw", 0) > 0), None)
+    if k is not None:
+        redrawn = records[k]["model"]
+        cuts |= {k - 1, k, next(j for j, r in enumerate(records)
+                                if r["event"] == "model_trained" and r["model"] == redrawn)}
+    return sorted(cuts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["nash", "pareto"])
+def test_a_search_killed_after_any_kind_of_record_resumes_to_the_same_run(tmp_path, strategy):
+    """Killed after each kind of journal record (NASH: model_0, a child made at draw 0 and at
+    a later draw, a rejected draw, a failed child, a step's decision, the final, the
+    baseline, the retraining, a snapshot, the ensemble; Pareto: a generation and each front
+    member's final training), the resumed run ends as the uninterrupted one: the same
+    decisions, trainings, weights, ensemble and answer."""
+    import shutil
+
+    from morphclimb.nash import resume
+    npz = str(make_tiny_npz(tmp_path / "tiny.npz"))
+    full = tmp_path / "full"
+    hill_climb((_full_run_config if strategy == "nash" else _pareto_config)(npz), full)
+    want = _account(full)
+    lines = (full / "journal.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    kinds = {r["event"] for r in records}
+    finals = [r for r in records if r.get("role") == "final"]
+    if strategy == "nash":
+        assert {"child_redrawn", "child_failed", "ensemble_evaluated"} <= kinds
+        assert any(r["event"] == "child_made" and r["draw"] > 0 for r in records)
+    else:
+        assert len(finals) >= 3, "the tiny front should have three members"
+    cuts = _cuts(records)
+    assert len(cuts) >= (12 if strategy == "nash" else 10)
+    for k in cuts:
+        out = tmp_path / f"cut{k}"
+        shutil.copytree(full, out)
+        (out / "results.json").unlink()
+        (out / "journal.jsonl").write_text("\n".join(lines[: k + 1]) + "\n")
+        kept = RunDir.open(out).state().trained
+        for d in (out / "models").iterdir():      # a kill leaves no later checkpoint
+            if d.name not in kept:
+                shutil.rmtree(d)
+        resume(out)
+        got = _account(out)
+        for part in want:
+            assert got[part] == want[part], f"killed after record {k} " \
+                f"({records[k]['event']} {records[k].get('model', '')}): {part} differs"
+        shutil.rmtree(out)
+
+
+def test_the_same_seed_gives_the_same_run(tmp_path):
+    """Same config, same seed: every decision, training, weight and the ensemble alike; the
+    probe batch (deeper children's new BatchNorm statistics), shuffling, augmentation and
+    every draw are seeded by the run alone."""
+    npz = str(make_tiny_npz(tmp_path / "tiny.npz"))
+    c = SearchConfig(**{**TINY, "dataset": npz, "n_nm": 3, "baseline": True,
+                        "final_model": "retrain", "snapshot_ensemble": True})
+    for name in ("a", "b"):
+        hill_climb(c, tmp_path / name)
+    a, b = _account(tmp_path / "a"), _account(tmp_path / "b")
+    ops = {m["op"] for r in a["made"].values() for m in r["morphisms"]}
+    assert {"deeper", "wider"} <= ops
+    for part in a:
+        assert a[part] == b[part], part
