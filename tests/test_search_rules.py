@@ -338,11 +338,9 @@ def test_a_later_stop_predicts_the_jobs_after_the_climb(tiny_npz, tmp_path, monk
     got = st.stopped["predicted"]
     final = model.seconds(best["mflops"], passes(2, n_full, n_test))
     assert got["final"] == pytest.approx(final, rel=1e-9)
-    # one snapshot member per step done but the last (the final model is that one)
-    if stop_at == 2:
-        assert "snapshots" not in got
-    else:
-        assert got.pop("snapshots") == pytest.approx((stop_at - 2) * final, rel=1e-9)
+    # with step stop_at done, one snapshot member per step before it (the final model is
+    # step stop_at's best): stop_at - 1 of them (issue 31: the count was one short)
+    assert got.pop("snapshots") == pytest.approx((stop_at - 1) * final, rel=1e-9)
     assert set(got) == {f"step {stop_at}", "final", "baseline", "retrain"}
     assert got["retrain"] == pytest.approx(
         model.seconds(best["mflops"], passes(lineage, n_full, n_test)), rel=1e-9)
@@ -653,17 +651,36 @@ def test_the_last_rung_is_predicted_as_one_rung_of_its_survivors(tiny_npz, tmp_p
         len(kept) * passes(2, n_train, n_val))      # rung 2: 2 epochs, for the 2 survivors
 
 
-@pytest.mark.parametrize("failing, reason, said", [
-    ("m0", "TrainingError: the loss became nan\nat epoch 1", "TrainingError: the loss became nan"),
-    ("final", "TrainingError: the loss became nan\nat epoch 1",
-     "TrainingError: the loss became nan"),
-    ("m0", "", "no reason given"),                  # a failure without words still says one
-    ("final", "\n  \n", "no reason given"),
+LOWER_LR = ("to go on, change the training settings and retry the failed trainings: "
+            "`morphclimb resume RUN_DIR --retry-failed --set lr_start=...`")
+SMALLER_BATCH = ("to go on with less memory, retry the failed trainings with a smaller batch: "
+                 "`morphclimb resume RUN_DIR --retry-failed --set batch_size=...` (or give "
+                 "the search a max_params that fits)")
+RETRY = ("to go on once the cause is fixed, retry the failed trainings: "
+         "`morphclimb resume RUN_DIR --retry-failed`")
+NO_ANSWER = "; the run has no answer yet"
+
+
+@pytest.mark.parametrize("failing, reason, said, hint", [
+    ("m0", "TrainingError: the loss became nan\nat epoch 1", "TrainingError: the loss became nan",
+     LOWER_LR),
+    ("final", "TrainingError: training diverged: the loss became inf at epoch 2\nat epoch 1",
+     "TrainingError: training diverged: the loss became inf at epoch 2" + NO_ANSWER, LOWER_LR),
+    ("m0", "TrainingError: out of memory: training needs about 39.4 GiB (batch 128, 9 "
+     "parameters); 3.0 GiB are free", "TrainingError: out of memory: training needs about "
+     "39.4 GiB (batch 128, 9 parameters); 3.0 GiB are free", SMALLER_BATCH),
+    ("final", "RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to allocate",
+     "RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to allocate"
+     + NO_ANSWER, SMALLER_BATCH),
+    ("m0", "", "no reason given", RETRY),          # a failure without words still says one
+    ("final", "\n  \n", "no reason given" + NO_ANSWER, RETRY),
+    ("m0", "ValueError: a bad image\n", "ValueError: a bad image", RETRY),
 ])
 def test_a_failed_pretraining_or_final_training_says_why_and_how_to_go_on(
-        tiny_npz, tmp_path, monkeypatch, failing, reason, said):
+        tiny_npz, tmp_path, monkeypatch, failing, reason, said, hint):
     """model_0's and the final training's failures end the search with one line: the model,
-    the first line of its reason, and how to retry."""
+    the first line of its reason, and how to go on by the failure's kind (a lower learning
+    rate for a divergence, a smaller batch for memory, else the retry alone)."""
     import morphclimb.worker as worker
     from morphclimb.errors import TrainingError
     real = worker.run_task
@@ -675,7 +692,7 @@ def test_a_failed_pretraining_or_final_training_says_why_and_how_to_go_on(
     monkeypatch.setattr(worker, "run_task", run_task)
     with pytest.raises(TrainingError) as err:
         hill_climb(cfg(tiny_npz, n_steps=1), tmp_path / "run")
-    assert str(err.value) == f"training {failing} failed: {said}; {nash.RETRY_HINT}"
+    assert str(err.value) == f"training {failing} failed: {said}; {hint}"
 
 
 def test_the_budget_check_before_each_rung_counts_the_rungs_still_ahead(tiny_npz, tmp_path,

@@ -177,7 +177,7 @@ def cmd_search(args) -> int:
     res = hill_climb(cfg, args.out, callback=prog.event, on_epoch=prog.epoch,
                      progress=not args.quiet)
     _print_result(res.results)
-    return 0
+    return _failures(res.results)
 
 
 def cmd_resume(args) -> int:
@@ -189,7 +189,33 @@ def cmd_resume(args) -> int:
                  retry_failed=args.retry_failed,
                  **{**parse_sets(args.set), **_exec_overrides(args)})
     _print_result(res.results)
-    return 0
+    return _failures(res.results)
+
+
+SKIP_JOB = {"baseline": "baseline=false", "retrain": "retrain=false",
+            "reference": "reference=null", "snapshots": "snapshot_ensemble=false"}
+
+
+def _failures(r: dict) -> int:
+    """Print the jobs after the climb that failed (results.json's climb.failed), with how to
+    train each again or go without it; 1 when one did (the answer stands), else 0."""
+    from .errors import failure_kind
+    failed = (r.get("climb") or {}).get("failed") or {}
+    run = r["run_dir"]
+    for job, why in failed.items():
+        kind = failure_kind(why)
+        again = {"memory": " --set batch_size=...", "divergence": " --set lr_start=..."}.get(
+            kind, "")
+        skip = SKIP_JOB[job]
+        if job == "retrain" and r["config"].get("final_model", "search") != "search":
+            skip = "final_model=search"
+            print(f"{job} failed: {why}; the retrained network was to be the run's answer, "
+                  f"which falls back to {r['model']} (the search's own final model)")
+        else:
+            print(f"{job} failed: {why}; the run's answer ({r['model']}) stands")
+        print(f"  train it again: `morphclimb resume {run} --retry-failed{again}`; go without "
+              f"it: `morphclimb resume {run} --set {skip}`")
+    return 1 if failed else 0
 
 
 def _print_result(r: dict) -> None:

@@ -196,7 +196,10 @@ TRAIN_KEYS = ("batch_size", "lr_start", "lr_end", "momentum", "nesterov", "weigh
               "augment", "crop_pad", "bf16", "channels_last", "threads", "eval_batch_size",
               "cudnn_benchmark")
 EXEC_KEYS = ("device", "executor", "workers", "ray_address", "threads", "keep_weights")
-RESUME_KEYS = (*TRAIN_KEYS, "train_step")
+# the jobs after the climb: `resume --set reference=null` (or baseline=false, ...) skips one
+# that failed, journaled like the training settings
+FOLLOWUP_KEYS = ("baseline", "retrain", "reference", "snapshot_ensemble", "final_model")
+RESUME_KEYS = (*TRAIN_KEYS, "train_step", *FOLLOWUP_KEYS)
 
 
 def canonical_key(key: Any) -> str:

@@ -26,7 +26,7 @@ from .config import (
     retrain_is_answer,
 )
 from .data.load import load_split
-from .errors import ConfigError, RunDirError, TrainingError
+from .errors import ConfigError, RunDirError, TrainingError, retry_hint
 from .events import (
     BASELINE,
     FINAL,
@@ -112,10 +112,13 @@ def probe_batch(split, size: int, seed: int) -> torch.Tensor | None:
 
 
 def trained_or_raise(model_id: str, rec: dict) -> dict:
-    """The model_trained record of `model_id`, or TrainingError with its failure's reason."""
+    """The model_trained record of `model_id`, or TrainingError with its failure's reason
+    (and, where the run's final training failed, that the run has no answer yet)."""
     if rec["event"] != Event.MODEL_TRAINED:
         why = (rec.get("reason") or "").strip().splitlines() or ["no reason given"]
-        raise TrainingError(f"training {model_id} failed: {why[0]}; {RETRY_HINT}")
+        none = "; the run has no answer yet" if model_id == FINAL else ""
+        raise TrainingError(f"training {model_id} failed: {why[0]}{none}; "
+                            f"{retry_hint(why[0])}")
     return rec
 
 
@@ -146,6 +149,7 @@ class Climber:
         self.pending: dict[str, TrainTask] = {}
         self.redo: set[str] = set()   # journaled models trained again (vanished checkpoints)
         self.redo_errors: dict[str, str] = {}
+        self.failed_jobs: dict[str, str] = {}   # follow-up jobs that failed (follow_up)
 
     def clock(self) -> float:
         """Search wall time in seconds, summed over sessions (downtime excluded)."""
@@ -427,9 +431,9 @@ class Climber:
         ok = [r for r in recs if r["event"] == Event.MODEL_TRAINED]
         if not ok:
             first = next((r.get("reason") for r in recs if r.get("reason")), "") or ""
-            raise TrainingError(f"step {i}: every candidate failed (first: "
-                                f"{first.splitlines()[0] if first else 'no reason'}); "
-                                f"{RETRY_HINT}")
+            first = first.strip().splitlines()[0] if first.strip() else "no reason"
+            raise TrainingError(f"step {i}: every candidate failed (first: {first}); "
+                                f"{retry_hint(first)}")
         kept = self.rules.selector.select(i, ok, list(parents))
         winner = kept[0]
         self.log({"event": Event.STEP_DECIDED, "step": i, "best": winner["model"],
@@ -523,7 +527,11 @@ class Climber:
         equal-time reference).
 
         Under a time budget a job that is predicted not to fit in what is left is skipped;
-        returns the skipped jobs with the reason (journaled with run_finished).
+        returns the skipped jobs with the reason (journaled with run_finished). A job whose
+        training fails is journaled as failed (child_failed, its role the job's) and the
+        others still run: results.json's climb.failed says which and why
+        (results.failed_jobs), and the run's answer falls back to the final model where the
+        retraining that was to be it failed.
         """
         from .followups import (
             answer_clock,
@@ -559,7 +567,10 @@ class Climber:
                                          f"; `morphclimb {later} {self.run.path}` trains it "
                                          "afterwards" if later else ""))
                     continue
-            job(self)
+            try:
+                job(self)
+            except TrainingError as e:   # journaled as failed; the answer and the rest stand
+                self.failed_jobs[name] = str(e)
         return skipped
 
     def drop_losers(self, i: int) -> None:
@@ -596,10 +607,6 @@ def rules_for(c: SearchConfig) -> Rules:
 def _key(arch: Arch) -> str:
     """Identity of an architecture for spotting duplicates."""
     return json.dumps(arch.to_dict(), sort_keys=True)
-
-
-RETRY_HINT = ("to go on, change the training settings and retry the failed trainings: "
-              "`morphclimb resume RUN_DIR --retry-failed --set lr_start=...`")
 
 
 def open_run(out: str | Path | None, config: SearchConfig, resume: bool) -> RunDir:

@@ -87,7 +87,8 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
                     # over a maximum or under a floor (size_problem's reasons name the setting)
                     "redrawn_over_limits": sum(("max_" in r["reason"]) or ("min_" in r["reason"])
                                                for r in st.redrawn),
-                    "skipped": (st.finished or {}).get("skipped") or {}}
+                    "skipped": (st.finished or {}).get("skipped") or {},
+                    "failed": failed_jobs(st, cfg)}
     if st.final_plan is not None and FINAL in trained:
         out["climb"]["final_plan"] = final_plan_summary(st.final_plan, trained[FINAL])
     if st.config_changes or st.retried:
@@ -112,6 +113,27 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
                                 "test_error": _pct(trained[rid].get("test_accuracy"))}
     if write:
         run.write_results(out)
+    return out
+
+
+JOB_ROLES = {"baseline": "baseline", "retrain": "retrain", "reference": "reference",
+             "snapshot": "snapshots"}   # a follow-up training's role -> its job's name
+
+
+def failed_jobs(st, cfg: dict[str, Any]) -> dict[str, str]:
+    """The jobs after the climb whose training failed and is not yet retried, each with the
+    first line of its reason, as far as the run's config still asks for them (a job skipped
+    with `resume --set reference=null` is no longer failed)."""
+    wanted = {"baseline": bool(cfg.get("baseline")),
+              "retrain": bool(cfg.get("retrain")) or cfg.get("final_model", "search") != "search",
+              "reference": cfg.get("reference") is not None,
+              "snapshots": bool(cfg.get("snapshot_ensemble"))}
+    out = {}
+    for m, r in st.failed.items():
+        job = JOB_ROLES.get(r.get("role"))
+        if job and wanted[job] and m not in st.trained and job not in out:
+            why = (r.get("reason") or "").strip().splitlines() or ["no reason given"]
+            out[job] = f"training {m} failed: {why[0]}"
     return out
 
 
