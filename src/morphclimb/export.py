@@ -109,11 +109,11 @@ def _torchscript(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
 
 
 def _safetensors(run: RunDir, members: list[str], meta: dict[str, Any], path: Path) -> None:
-    from .journal import save_checkpoint
+    from . import journal
+    models = [(mid, *run.load_model(mid)) for mid in members]   # checked before any write
     path.mkdir(parents=True, exist_ok=True)
-    for mid in members:
-        arch, weights = run.load_model(mid)
-        save_checkpoint(path / mid, arch, weights, {"model": mid})
+    for mid, arch, weights in models:
+        journal.save_checkpoint(path / mid, arch, weights, {"model": mid})
     (path / "export.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -155,7 +155,42 @@ def export_run(run_dir: str | Path, fmt: str, *, model: str | None = None,
                 (_onnx if fmt == "onnx" else _torchscript)(model_, meta, path)
     except OSError as e:
         raise cannot_create("export", path, e) from e
+    check_export(fmt, path, model_ if model_ is not None else wrap(run, members, meta), meta)
     return path
+
+
+def check_export(fmt: str, path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Load what export wrote back with its own loader and classify the example batch: the
+    same probabilities as the run's networks (finite, summing to 1), else RunDirError (the
+    broken file is removed). ONNX, which has no loader here, is checked by onnx's checker."""
+    import shutil
+    x = _example(meta)
+    with torch.no_grad():
+        want = model(x)
+    try:
+        if fmt == "safetensors":
+            loaded = load_safetensors_export(path)[0]
+        elif fmt == "torchscript":
+            with warnings.catch_warnings():   # torch marks torch.jit as deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                loaded = torch.jit.load(str(path))
+        else:
+            import onnx
+            onnx.checker.check_model(str(path))
+            loaded = None
+        if loaded is not None:
+            with torch.no_grad():
+                got = loaded(x)
+            if not (torch.isfinite(got).all() and torch.allclose(got, want, atol=1e-5)):
+                raise RunDirError("its probabilities differ from the run's model's")
+    except Exception as e:  # noqa: BLE001 - any loader's failure means a broken export
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        said = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RunDirError(f"export {path} did not load back ({said[:200]}); nothing was "
+                          "kept") from e
 
 
 def load_safetensors_export(path: str | Path) -> tuple[RawImageClassifier, dict[str, Any]]:

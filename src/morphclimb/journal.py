@@ -17,6 +17,7 @@ from .state import RunState
 
 JOURNAL = "journal.jsonl"
 CONFIG = "config.json"
+MAX_FIRST_LINE = 1 << 20   # bytes of the journal's first line read by `first` at once
 RESULTS = "results.json"
 MODELS = "models"
 PRUNED = "weights.dropped"  # marker: weights deleted on purpose (keep_weights=best)
@@ -81,6 +82,22 @@ class Journal:
             records.append(validate(rec, where))
         return records
 
+    def first(self) -> dict[str, Any] | None:
+        """The first complete record (checked like `read`'s), or None when there is none;
+        reads only that line."""
+        if not self.path.exists():
+            return None
+        with open(self.path, "rb") as f:
+            line = f.readline(MAX_FIRST_LINE)
+        if not line.endswith(b"\n"):
+            return None if len(line) < MAX_FIRST_LINE else self.read()[0]
+        where = f"{self.path}, line 1"
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunDirError(f"{where}: corrupt record: {e}") from e
+        return validate(rec, where)
+
     def _torn(self) -> bool:
         """Whether the file ends in the middle of a line."""
         try:
@@ -130,12 +147,35 @@ def load_checkpoint(directory: str | Path) -> tuple[Arch, dict[str, torch.Tensor
                           "lost their step (only their arch.json is kept)"
                           if (d / PRUNED).is_file() else
                           f"{d} is not a checkpoint (needs arch.json and weights.safetensors)")
+    path = d / "weights.safetensors"
     try:
-        return arch, load_file(str(d / "weights.safetensors"))
+        weights = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise RunDirError(f"{d / 'weights.safetensors'} is unreadable (truncated or not a "
-                          f"safetensors file): {str(e).splitlines()[0] if str(e) else e}"
-                          ) from e
+        raise RunDirError(f"{path} is unreadable: truncated, not a safetensors file, or its "
+                          "header is damaged") from e
+    check_checkpoint(path, arch, weights)
+    return arch, weights
+
+
+def check_checkpoint(path: Path, arch: Arch, weights: dict[str, torch.Tensor]) -> None:
+    """RunDirError naming `path` and the tensor unless `weights` are what build(arch) holds:
+    its keys and shapes, float32 (int64 BatchNorm counters), every value finite. What the
+    search writes always is; a damaged or edited checkpoint must not export, predict or
+    train as if it were (a float16 tensor fails later, a NaN predicts NaN)."""
+    import torch
+
+    from .build import check_weights
+    try:
+        check_weights(arch, weights, error=RunDirError)
+    except RunDirError as e:
+        raise RunDirError(f"{path}: {e}") from None
+    for k, v in weights.items():
+        want = torch.int64 if k.endswith("num_batches_tracked") else torch.float32
+        if v.dtype != want:
+            raise RunDirError(f"{path}: tensor {k} is {str(v.dtype).removeprefix('torch.')}, "
+                              f"not {str(want).removeprefix('torch.')} as morphclimb writes it")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise RunDirError(f"{path}: tensor {k} holds NaN or infinite values")
 
 
 def load_arch(directory: str | Path) -> Arch:
@@ -247,7 +287,22 @@ class RunDir:
                               f"{e}") from e
         if not isinstance(d, dict):
             raise RunDirError(f"{self.path / CONFIG} must hold a JSON object")
-        return d
+        started = self.journal.first()
+        if started is None or started.get("event") != Event.RUN_STARTED:
+            return d           # killed before its first record: config.json is all there is
+        rec = started.get("config")
+        if not isinstance(rec, dict):
+            raise RunDirError(f"{self.journal.path}, line 1: run_started's config must be a "
+                              "JSON object")
+        if rec != d:           # the journal's record is the run's configuration
+            missing = object()
+            diff = sorted(k for k in set(rec) | set(d) if rec.get(k, missing) != d.get(k, missing))
+            raise RunDirError(f"{self.path / CONFIG} differs from the configuration the run "
+                              f"started with (the journal's first record) in "
+                              f"{', '.join(map(str, diff[:5]))}{', ...' if len(diff) > 5 else ''}"
+                              "; restore it (the journal's is the run's), and change training "
+                              "settings with `morphclimb resume RUN_DIR --set KEY=VALUE`")
+        return rec
 
     def model_dir(self, model_id: str) -> Path:
         """Where the checkpoint of `model_id` lives (never outside the run directory)."""

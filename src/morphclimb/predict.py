@@ -141,6 +141,12 @@ def predict(run_dir: str | Path, inputs: list[str | Path], *, model: str | None 
     dev = resolve_device(device or run_config(run).device)
     nets = [build(*run.load_model(m)).eval() for m in members]
     probs = ensemble_proba(nets, x, meta["mean"], meta["std"], dev).astype(np.float32)
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():   # finite weights can still overflow: never print NaN as a probability
+        from .errors import TrainingError
+        raise TrainingError(f"the model's outputs for {paths[int(np.argmax(bad))]} are not "
+                            f"finite ({int(bad.sum())} of {len(paths)} images): its weights "
+                            "overflow on these inputs")
     return Predictions(str(run.path), members, tuple(meta["classes"]),
                        [str(p) for p in paths], probs, (h, w), c)
 

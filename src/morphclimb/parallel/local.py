@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 import signal
+import threading
+import time
 from collections import deque
 from multiprocessing import connection, get_context
 from multiprocessing.shared_memory import SharedMemory
@@ -64,8 +67,25 @@ def _attach(spec: dict[str, Any]) -> tuple[list[SharedMemory], dict[str, Any]]:
     return blocks, arrays
 
 
-def _worker_main(conn, spec: dict[str, Any], device: str, threads: int) -> None:
-    """A worker process: attach the data once, then train the tasks that arrive on `conn`."""
+PARENT_POLL_S = 0.2   # how often a worker checks that the search that started it is alive
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker at once when its parent (the search) is gone, killed with SIGKILL
+    included: a worker mid-training would otherwise train on for nothing, and keep the
+    resource tracker (and so the shared-memory blocks) alive until it finished."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _worker_main(conn, spec: dict[str, Any], device: str, threads: int,
+                 parent: int | None = None) -> None:
+    """A worker process: attach the data once, then train the tasks that arrive on `conn`;
+    it ends with its parent (`parent`: the pid of the search that started it)."""
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     torch.set_num_threads(threads)
     if device.startswith("cuda"):
@@ -140,7 +160,8 @@ class LocalExecutor:
     def _start(self, slot: _Slot) -> None:
         ours, theirs = self._ctx.Pipe()
         slot.proc = self._ctx.Process(target=_worker_main, daemon=True,
-                                      args=(theirs, self._shared.spec, slot.device, self.threads),
+                                      args=(theirs, self._shared.spec, slot.device, self.threads,
+                                            os.getpid()),
                                       name=f"morphclimb-worker-{self._slots.index(slot)}")
         slot.proc.start()
         theirs.close()
