@@ -131,3 +131,13 @@ def test_an_edited_config_json_is_refused(run, capsys, argv):
     assert "in n_steps;" in err and "morphclimb resume RUN_DIR --set" in err
     (run / "config.json").write_text(json.dumps(cfg))       # restored: reads as before
     assert main(["show", str(run)]) == 0
+
+
+def test_config_json_may_point_a_moved_run_at_its_data(run, done, capsys):
+    from morphclimb.journal import RunDir
+    cfg = json.loads((run / "config.json").read_text())
+    moved = run.parent / "moved.npz"
+    shutil.copy(cfg["dataset"], moved)
+    (run / "config.json").write_text(json.dumps({**cfg, "dataset": str(moved)}))
+    assert RunDir.open(run).config()["dataset"] == str(moved)
+    assert main(["evaluate", str(run)]) == 0

@@ -243,7 +243,7 @@ def test_failed_step_has_a_way_forward(tiny_npz, tmp_path, capsys):
     argv = ["search", *_sets(tiny_npz, n_steps=1, epoch_pretrain=0, lr_start=1e9),
             "--out", str(out), "-q"]
     err = _one_line(capsys, main(argv), want_code=1)
-    assert "every candidate failed" in err and "--retry-failed" in err
+    assert "every candidate failed" in err and "--retry-failed --set lr_start=...`" in err
     err = _one_line(capsys, main(["resume", str(out), "-q"]), want_code=1)   # same, honestly
     assert "every candidate failed" in err
     assert main(["resume", str(out), "-q", "--retry-failed", "--set", "lr_start=0.05"]) == 0
@@ -274,6 +274,24 @@ def test_a_child_too_large_for_memory_fails_fast(tiny_npz, tmp_path, monkeypatch
     st = RunDir.open(tmp_path / "run").state()
     assert st.failed and all("out of memory" in r["reason"] for r in st.failed.values())
     assert "s01inc" in st.trained and st.finished is not None   # the step went on without them
+
+
+def test_a_step_whose_every_candidate_ran_out_of_memory_advises_a_smaller_batch(
+        tiny_npz, tmp_path, monkeypatch, capsys):
+    """The advice fits the failure: memory, not the learning rate (issue 37)."""
+    real = worker.run_task
+
+    def run_task(task, *a, **k):     # every candidate of step 1 is refused before allocating
+        if task.model_id != "m0":
+            return worker.failed_outcome(task, "TrainingError: out of memory: training needs "
+                                         "about 39.4 GiB (batch 32, 9 parameters); 3.0 GiB "
+                                         "are free")
+        return real(task, *a, **k)
+    monkeypatch.setattr(worker, "run_task", run_task)
+    argv = ["search", *_sets(tiny_npz, n_steps=1), "--out", str(tmp_path / "run"), "-q"]
+    err = _one_line(capsys, main(argv), want_code=1)
+    assert "step 1: every candidate failed (first: TrainingError: out of memory" in err
+    assert "--retry-failed --set batch_size=...`" in err and "lr_start" not in err
 
 
 def test_ensemble_out_never_overwrites_a_user_file(done_run, run_copy, tmp_path, capsys):

@@ -17,6 +17,7 @@ from .state import RunState
 
 JOURNAL = "journal.jsonl"
 CONFIG = "config.json"
+DATA_LOCATION = ("dataset", "data_root")   # config.json may point a moved run at its data
 MAX_FIRST_LINE = 1 << 20   # bytes of the journal's first line read by `first` at once
 RESULTS = "results.json"
 MODELS = "models"
@@ -294,15 +295,19 @@ class RunDir:
         if not isinstance(rec, dict):
             raise RunDirError(f"{self.journal.path}, line 1: run_started's config must be a "
                               "JSON object")
-        if rec != d:           # the journal's record is the run's configuration
-            missing = object()
-            diff = sorted(k for k in set(rec) | set(d) if rec.get(k, missing) != d.get(k, missing))
+        # the journal's record is the run's configuration; config.json may only say where
+        # the data is now (a run moved to another machine; the data's identity is checked
+        # against the run's record when it is loaded)
+        missing = object()
+        diff = sorted(k for k in set(rec) | set(d) - set(DATA_LOCATION)
+                      if k not in DATA_LOCATION and rec.get(k, missing) != d.get(k, missing))
+        if diff:
             raise RunDirError(f"{self.path / CONFIG} differs from the configuration the run "
                               f"started with (the journal's first record) in "
                               f"{', '.join(map(str, diff[:5]))}{', ...' if len(diff) > 5 else ''}"
                               "; restore it (the journal's is the run's), and change training "
                               "settings with `morphclimb resume RUN_DIR --set KEY=VALUE`")
-        return rec
+        return {**rec, **{k: d[k] for k in DATA_LOCATION if k in d}}
 
     def model_dir(self, model_id: str) -> Path:
         """Where the checkpoint of `model_id` lives (never outside the run directory)."""
