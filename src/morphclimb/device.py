@@ -75,6 +75,27 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+OVERSUBSCRIBE = 4          # workers or threads per CPU core at most (a setting past it is
+                           # a typo or a damaged run, and each worker holds its own copy)
+CUDA_WORKERS = 64          # concurrent trainings on the GPUs at most (streams or processes)
+
+
+def check_resources(workers: int | None, threads: int | None, device: torch.device) -> None:
+    """ConfigError unless `workers` and `threads` are within what this machine can run: at
+    most OVERSUBSCRIBE per CPU core (CUDA: CUDA_WORKERS workers). Checked before any worker
+    or thread starts, so a damaged or mistyped setting never starts a million processes."""
+    from .errors import ConfigError
+    cores = cpu_count()
+    most = CUDA_WORKERS if device.type == "cuda" else OVERSUBSCRIBE * cores
+    if workers is not None and workers > most:
+        raise ConfigError(f"workers {workers:,} is more than this machine runs at once "
+                          f"(at most {most} here, {cores} CPU cores); pass --workers N")
+    if threads is not None and threads > OVERSUBSCRIBE * cores:
+        raise ConfigError(f"threads {threads:,} is more than this machine has cores for (at "
+                          f"most {OVERSUBSCRIBE * cores} here, {cores} CPU cores); pass "
+                          "--threads N")
+
+
 def auto_settings(device: torch.device | str) -> dict:
     """Default speed settings for a device: {"bf16": bool, "channels_last": bool, "threads": int|None}.
 

@@ -9,6 +9,7 @@ and its effect in `RunState.apply`.
 
 from __future__ import annotations
 
+import math
 import re
 from enum import Enum
 from typing import Any
@@ -113,8 +114,72 @@ _ID_FIELDS = ("model", "best", "previous", "parent")
 _ID_LISTS = ("candidates", "members", "models", "kept", "cut")
 
 
+# the types and ranges of the fields records carry, whatever the event (a field absent or
+# null is left to the reader; fields not named here are kept as they are)
+BIG = 10 ** 12           # larger than any count, size or time a run records
+_INTS = ("step", "child", "draw", "rung", "epochs", "lineage", "n_neigh", "steps_run", "drawn",
+         "params")
+_NUMBERS = ("clock", "time", "seconds", "matched_seconds", "seconds_left", "seconds_per_epoch",
+            "seconds_per_image", "mflops", "deadline")
+_SHARES = ("val_accuracy", "test_accuracy")
+_LOSSES = ("val_loss", "test_loss")
+_STRINGS = ("reason", "kind", "checkpoint", "role", "part", "start_point", "strategy")
+_DICTS = ("config", "changes", "dataset", "start", "predicted", "auto", "timed", "distill",
+          "skipped")
+_LISTS = ("morphisms", "curves", "replans")
+MAX_TEXT = 100_000       # longest string field (a failure's reason is cut to 2,000)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_types(record: dict[str, Any], where: str) -> None:
+    """RunDirError naming the field whose value has the wrong type or lies out of range."""
+    def bad(k: str, want: str) -> RunDirError:
+        v = repr(record[k])
+        return RunDirError(f"{where}: {record['event']} field {k} must be {want}, got "
+                           f"{v[:60]}{'...' if len(v) > 60 else ''}")
+    for k in _INTS:
+        v = record.get(k)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool)
+                                  and 0 <= v <= BIG):
+            raise bad(k, f"a whole number from 0 to {BIG:.0e}")
+    for k in _NUMBERS:
+        v = record.get(k)
+        if v is not None and not (_is_number(v) and math.isfinite(v) and 0 <= v <= BIG):
+            raise bad(k, "a finite number >= 0")
+    for k in _SHARES:
+        v = record.get(k)
+        if v is not None and not (_is_number(v) and 0 <= v <= 1):
+            raise bad(k, "a number from 0 to 1")
+    for k in _LOSSES:
+        v = record.get(k)
+        if v is not None and not (_is_number(v) and not math.isnan(v) and v >= 0):
+            raise bad(k, "a number >= 0")
+    for k in _STRINGS:
+        v = record.get(k)
+        if v is not None and not (isinstance(v, str) and len(v) <= MAX_TEXT):
+            raise bad(k, f"a string of at most {MAX_TEXT:,} characters")
+    items = {"morphisms": lambda m: isinstance(m, dict) and isinstance(m.get("op"), str),
+             "curves": lambda c: isinstance(c, dict),
+             "replans": lambda p: isinstance(p, list) and len(p) == 2 and all(
+                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= BIG for x in p)}
+    for k, ok in items.items():
+        if isinstance(record.get(k), list) and not all(ok(x) for x in record[k]):
+            raise bad(k, {"morphisms": "a list of morphisms (objects with an op)",
+                          "curves": "a list of epoch records (objects)",
+                          "replans": "a list of [done, total] pairs"}[k])
+    required = REQUIRED[Event(record["event"])]
+    for k, t, name in [*((k, dict, "a JSON object") for k in _DICTS),
+                       *((k, list, "a list") for k in _LISTS)]:
+        if (record.get(k) is not None or k in required) and not isinstance(record[k], t):
+            raise bad(k, name)
+
+
 def validate(record: Any, where: str) -> dict[str, Any]:
-    """Check one journal record: a known event with its fields and safe model ids."""
+    """Check one journal record: a known event with its fields (types and ranges) and safe
+    model ids."""
     if not isinstance(record, dict):
         raise RunDirError(f"{where}: a journal record must be a JSON object")
     try:
@@ -135,4 +200,5 @@ def validate(record: Any, where: str) -> dict[str, Any]:
                 raise RunDirError(f"{where}: {k} must be a list")
             for m in record[k]:
                 check_model_id(m, f"{where}: {k}")
+    _check_types(record, where)
     return record

@@ -174,7 +174,7 @@ def answer_seconds(st, config: dict) -> float | None:
     retrained from scratch (final_model), at that retraining; less the baseline's training
     when it ran before that point (model_0 trained for comparison is no part of making the
     answer). None before the final training."""
-    ids = [m for m, r in st.trained.items() if r.get("role") == "final"]
+    ids = [m for m, r in st.trained.items() if r.get("role") == "final" or m == FINAL]
     if not ids:
         return None
     if RETRAIN in st.trained and st.chosen_model(config) == RETRAIN:

@@ -39,6 +39,46 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+MAX_LINE = 16 << 20       # longest journal record read (bytes); the search writes < 1 MiB
+MAX_JSON_FILE = 64 << 20  # largest config.json, arch.json or results.json read
+
+
+def decode_json(data: bytes | str, where: str) -> Any:
+    """JSON from a run file, or one RunDirError line naming `where`: malformed text, numbers
+    the decoder refuses (integers past Python's 4,300 digits), nesting too deep to decode."""
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{where}: not valid JSON ({e})") from e
+    except RecursionError:
+        raise RunDirError(f"{where}: JSON nested too deeply to read") from None
+    except ValueError as e:   # e.g. "Exceeds the limit (4300 digits) for integer string ..."
+        raise RunDirError(f"{where}: a value JSON cannot hold here ({str(e)[:120]})") from None
+
+
+def read_json_file(path: Path, what: str = "") -> Any:
+    """decode_json of a run's file, refused when larger than MAX_JSON_FILE or unreadable."""
+    try:
+        if path.stat().st_size > MAX_JSON_FILE:
+            raise RunDirError(f"{path} is {path.stat().st_size:,} bytes: larger than any "
+                              f"{what or 'such file'} a run writes ({MAX_JSON_FILE:,})")
+        data = path.read_bytes()
+    except OSError as e:
+        raise RunDirError(f"{path} is unreadable: {e.strerror or e}") from e
+    return decode_json(data, str(path))
+
+
+def check_config(config: dict[str, Any], where: str) -> None:
+    """RunDirError naming `where` unless `config` is one the search could have run with
+    (SearchConfig's own checks: keys, types, ranges)."""
+    from .config import SearchConfig
+    from .errors import ConfigError
+    try:
+        SearchConfig.from_dict(config)
+    except ConfigError as e:
+        raise RunDirError(f"{where}: the run's configuration is damaged: {e}") from None
+
+
 class Journal:
     """Append-only JSON-lines log: `append(record)` and `read()` (Optuna's journal model)."""
 
@@ -76,10 +116,10 @@ class Journal:
         records = []
         for n, line in enumerate(raw[:good].splitlines(), start=1):
             where = f"{self.path}, line {n}"
-            try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise RunDirError(f"{where}: corrupt record: {e}") from e
+            if len(line) > MAX_LINE:
+                raise RunDirError(f"{where}: a record of {len(line):,} bytes, larger than any "
+                                  f"the search writes ({MAX_LINE:,})")
+            rec = decode_json(line, f"{where}: corrupt record")
             records.append(validate(rec, where))
         return records
 
@@ -93,11 +133,7 @@ class Journal:
         if not line.endswith(b"\n"):
             return None if len(line) < MAX_FIRST_LINE else self.read()[0]
         where = f"{self.path}, line 1"
-        try:
-            rec = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunDirError(f"{where}: corrupt record: {e}") from e
-        return validate(rec, where)
+        return validate(decode_json(line, f"{where}: corrupt record"), where)
 
     def _torn(self) -> bool:
         """Whether the file ends in the middle of a line."""
@@ -190,10 +226,7 @@ def load_arch(directory: str | Path) -> Arch:
 def read_arch_file(path: str | Path) -> Arch:
     """An architecture from a JSON file such as `show` and `export` write (one-line errors)."""
     p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{p} is not a readable architecture JSON file: {e}") from e
+    d = read_json_file(p, "architecture")
     try:
         return Arch.from_dict(d)
     except ArchError as e:
@@ -282,8 +315,8 @@ class RunDir:
     def config(self) -> dict[str, Any]:
         """The resolved config this run was started with."""
         try:
-            d = json.loads((self.path / CONFIG).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            d = read_json_file(self.path / CONFIG, "config.json")
+        except RunDirError as e:
             raise RunDirError(f"{self.path / CONFIG} is unreadable (truncated or not JSON): "
                               f"{e}") from e
         if not isinstance(d, dict):
@@ -307,7 +340,9 @@ class RunDir:
                               f"{', '.join(map(str, diff[:5]))}{', ...' if len(diff) > 5 else ''}"
                               "; restore it (the journal's is the run's), and change training "
                               "settings with `morphclimb resume RUN_DIR --set KEY=VALUE`")
-        return {**rec, **{k: d[k] for k in DATA_LOCATION if k in d}}
+        out = {**rec, **{k: d[k] for k in DATA_LOCATION if k in d}}
+        check_config(out, f"{self.journal.path}, line 1 (or {self.path / CONFIG})")
+        return out
 
     def model_dir(self, model_id: str) -> Path:
         """Where the checkpoint of `model_id` lives (never outside the run directory)."""
@@ -356,8 +391,15 @@ class RunDir:
         return [r for r in recs if event is None or r.get("event") == event]
 
     def state(self) -> RunState:
-        """The run's state, replayed from its journal."""
-        return RunState.replay(self.journal.read())
+        """The run's state, replayed from its journal (RunDirError where a record names a
+        model the journal never trained: RunState.dangling)."""
+        st = RunState.replay(self.journal.read())
+        problem = st.dangling()
+        if problem is not None:
+            raise RunDirError(f"{self.journal.path}: {problem}")
+        if st.started is not None:   # the configuration it records, as resumed
+            check_config(st.config(st.started["config"]), f"{self.journal.path}, line 1")
+        return st
 
     def write_results(self, results: dict[str, Any]) -> None:
         """Write results.json atomically."""
@@ -370,6 +412,9 @@ class RunDir:
             raise RunDirError(f"{self.path} has no {RESULTS} yet: the search has not finished "
                               f"(resume it with `morphclimb resume {self.path}`)")
         try:
-            return json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            r = read_json_file(p, "results.json")
+        except RunDirError as e:
             raise RunDirError(f"{p} is unreadable: {e}") from e
+        if not isinstance(r, dict):
+            raise RunDirError(f"{p} must hold a JSON object")
+        return r

@@ -26,6 +26,7 @@ from .config import (
     retrain_is_answer,
 )
 from .data.load import load_split
+from .device import check_resources
 from .errors import ConfigError, RunDirError, TrainingError, retry_hint
 from .events import (
     BASELINE,
@@ -654,6 +655,7 @@ def hill_climb(config: SearchConfig, out: str | Path | None = None, *, resume: b
         from .paths import check_creatable
         out = check_creatable(new_run_path(out, config), "run directory")
     device = resolve_device(config.device)
+    check_resources(config.workers, config.threads, device)
     ds, split = load_split(config, progress)
     # everything that can be checked is checked before the run directory exists
     if not resume:
@@ -740,6 +742,7 @@ class attach:
         check_extras(self.config)
         ds, self.split = load_split(self.config)
         self.device = resolve_device(self.config.device)
+        check_resources(self.config.workers, self.config.threads, self.device)
         self.run.lock()
         self.executor = make_executor(self.config, self.split, self.device, on_epoch)
         self.climber = Climber(self.config, self.run, self.split, self.executor,

@@ -14,7 +14,7 @@ from .drawing import arch_caption, draw_arch, drawing_width
 from .errors import RunDirError
 from .events import FINAL, MODEL0
 from .figures import children_figure, progress_figure, save_figure, time_unit
-from .journal import RunDir, no_link
+from .journal import RunDir, no_link, read_arch_file
 from .results import collect_results, final_plan_text, reference_line
 from .spec import Arch
 from .state import RunState
@@ -232,12 +232,14 @@ class Report:
     summary: str
 
 
+DRAW_MAX_NODES = 600   # an architecture past it is listed, not drawn (ResNet-110: 390)
+
+
 def _arch_of(info: RunInfo, model_id: str) -> Arch | None:
     p = info.run.model_dir(model_id) / "arch.json"
     if not p.is_file():
         return None
-    import json
-    return Arch.from_dict(json.loads(p.read_text()))
+    return read_arch_file(p)
 
 
 def _run_section(info: RunInfo, out: Path, prefix: str, files: list[Path]) -> str:
@@ -268,7 +270,12 @@ def _run_section(info: RunInfo, out: Path, prefix: str, files: list[Path]) -> st
     for mid, label in ((MODEL0, f"starting network {MODEL0}"),
                        (FINAL if info.finished else best, "final network")):
         arch = _arch_of(info, mid) if mid else None
-        if arch is not None:
+        if arch is not None and len(arch.nodes) > DRAW_MAX_NODES:   # minutes to lay out
+            archs.append(f"<p>{html.escape(label)} ({html.escape(mid)}): "
+                         f"{html.escape(arch_caption(arch))}; {len(arch.nodes):,} layers, too "
+                         f"many to draw (at most {DRAW_MAX_NODES:,}): `morphclimb show "
+                         f"RUN_DIR --arch {html.escape(mid)}` lists them</p>")
+        elif arch is not None:
             archs.append(fig(draw_arch(arch, f"{label}: {arch_caption(arch)}"), f"arch-{mid}",
                              f"{label} ({mid}): {arch_caption(arch)}", dpi=100,
                              width=f"{100 * drawing_width(arch):.0f}px"))

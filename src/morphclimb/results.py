@@ -68,7 +68,8 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
     searched = [r for r in trained.values()
                 if r.get("role") in ("pretrain", "child", "incumbent", "final")]
     out["runtime_s"] = sum(r.get("seconds", 0.0) for r in searched)
-    finals = [r.get("clock") or 0.0 for r in trained.values() if r.get("role") == "final"]
+    finals = [r.get("clock") or 0.0 for m, r in trained.items()
+              if r.get("role") == "final" or m == FINAL]
     out["search_clock_s"] = max(finals) if FINAL in trained else None
     # the time until the answer (`model`) was ready, retraining included where it is the
     # answer, the baseline's training not: what the equal-time reference is matched to

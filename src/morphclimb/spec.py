@@ -84,6 +84,9 @@ class Arch:
         object.__setattr__(self, "nodes", tuple(self.nodes))
         ordered = _validate(self.nodes, self.output)
         object.__setattr__(self, "nodes", ordered)
+        if self.num_params > MAX_PARAMS:
+            raise ArchError(f"an architecture of {self.num_params:,} parameters; at most "
+                            f"{MAX_PARAMS:,} are read")
 
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -372,9 +375,22 @@ def _fail(node: Node | str, problem: str, nodes, shapes=None) -> ArchError:
     return ArchError(f"node '{name}'{op}: {problem}\n\n{table}")
 
 
+# Bounds on what an architecture may hold, far beyond the networks a search grows (ResNet-110
+# has 390 nodes, 64 channels, 1.7 M parameters): an architecture read from a file past them
+# is refused before any time or memory is spent on it.
+MAX_NODES = 4096
+MAX_CHANNELS = 1 << 16
+MAX_KERNEL = 63
+MAX_SIDE = 16384
+MAX_PARAMS = 1 << 31
+
+
 def _validate(nodes: tuple[Node, ...], output: str) -> tuple[Node, ...]:
     if not nodes:
         raise ArchError("an architecture needs at least one node (an 'input')")
+    if len(nodes) > MAX_NODES:
+        raise ArchError(f"an architecture of {len(nodes):,} nodes; at most {MAX_NODES:,} are "
+                        "read")
     seen: dict[str, Node] = {}
     for n in nodes:
         if not isinstance(n, Node):
@@ -426,16 +442,28 @@ def _check_attrs(n: Node, nodes) -> None:
     if len(n.inputs) < lo or (hi is not None and len(n.inputs) > hi):
         want = f"exactly {lo}" if lo == hi else f"at least {lo}"
         raise _fail(n, f"'{n.op}' takes {want} input(s), got {len(n.inputs)}", nodes)
-    if n.channels is not None and (not _is_int(n.channels) or n.channels < 1):
-        raise _fail(n, f"channels must be a positive integer, got {n.channels!r}", nodes)
-    if n.kernel is not None and (not _is_int(n.kernel) or n.kernel < 1):
-        raise _fail(n, f"kernel must be a positive integer, got {n.kernel!r}", nodes)
+    if n.channels is not None and (not _is_int(n.channels) or not 1 <= n.channels <= MAX_CHANNELS):
+        raise _fail(n, f"channels must be an integer from 1 to {MAX_CHANNELS:,}, got "
+                    f"{_short(n.channels)}", nodes)
+    if n.kernel is not None and (not _is_int(n.kernel) or not 1 <= n.kernel <= MAX_KERNEL):
+        raise _fail(n, f"kernel must be an integer from 1 to {MAX_KERNEL}, got "
+                    f"{_short(n.kernel)}", nodes)
     if n.op in ("conv", "dwconv") and n.kernel % 2 == 0:
         raise _fail(n, f"{n.op} kernels must be odd ('same' padding), got {n.kernel}", nodes)
     if n.bias is not None and not isinstance(n.bias, bool):
         raise _fail(n, f"bias must be true or false, got {n.bias!r}", nodes)
-    if n.size is not None and (len(n.size) != 2 or not all(_is_int(s) and s > 0 for s in n.size)):
-        raise _fail(n, f"size must be two positive integers, got {n.size!r}", nodes)
+    if n.size is not None and (len(n.size) != 2 or not all(_is_int(s) and 0 < s <= MAX_SIDE
+                                                           for s in n.size)):
+        raise _fail(n, f"size must be two integers from 1 to {MAX_SIDE:,}, got "
+                    f"{_short(n.size)}", nodes)
+
+
+def _short(v: Any) -> str:
+    """repr(v), cut to a readable length (a damaged file may hold a 5,000-digit number)."""
+    if isinstance(v, int) and abs(v) >= 10 ** 30:
+        return f"a number of {v.bit_length():,} bits"
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _toposort(nodes: tuple[Node, ...]) -> tuple[Node, ...]:

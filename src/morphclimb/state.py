@@ -90,6 +90,30 @@ class RunState:
         elif e is Event.FINAL_PLANNED:
             self.final_plan = r
 
+    def dangling(self) -> str | None:
+        """The first reference in the journal to a model it never trained (a step's best,
+        kept or previous model, a trained model's parent, an ensemble's or a plan's member),
+        or None. Every reference points back to an earlier record, so a journal cut by a
+        kill has none; a damaged one may."""
+        def known(m: Any) -> bool:
+            return m is None or m in self.trained
+        for i, d in sorted(self.decided.items()):
+            for m in [d["best"], *(d.get("kept") or [])]:
+                if not known(m):
+                    return f"step_decided of step {i} names {m!r}, which it never trained"
+        for m, r in self.trained.items():
+            if not (known(r.get("parent")) or r.get("parent") in self.made):
+                return f"model_trained of {m!r} names parent {r['parent']!r}, never trained"
+        for r in self.ensembles:
+            for m in r["members"]:
+                if not known(m):
+                    return f"ensemble_evaluated names member {m!r}, which it never trained"
+        if self.final_plan is not None:
+            for m in self.final_plan.get("members") or []:
+                if not known(m):
+                    return f"final_planned names member {m!r}, which it never trained"
+        return None
+
     # ------------------------------------------------------------------ questions
     def config(self, base: dict[str, Any]) -> dict[str, Any]:
         """The run's effective config: `base` (config.json) with the journaled changes."""
