@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import TINY
-from morphclimb import nash
 from morphclimb.config import SearchConfig
 from morphclimb.journal import RunDir
 from morphclimb.nash import hill_climb
@@ -180,7 +179,8 @@ class SkipFirstChild(Incumbent):
 def test_the_climber_asks_its_rules(tiny_npz, tmp_path, monkeypatch):
     def rules(c):
         return Rules(SkipFirstChild(c.n_neigh), KeepTwo(), None, (StepLimit(1),))
-    monkeypatch.setattr(nash, "nash_rules", rules)
+    import morphclimb.rules as rules_module
+    monkeypatch.setattr(rules_module, "nash_rules", rules)   # what NASH's strategy assembles
     out = tmp_path / "run"
     hill_climb(tiny(tiny_npz, n_steps=2, n_neigh=4, keep_weights="best"), out)
     st = RunDir.open(out).state()

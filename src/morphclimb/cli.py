@@ -45,8 +45,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _exec_args(p: argparse.ArgumentParser) -> None:
+    from .config import EXECUTORS
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--executor", choices=["auto", "serial", "local", "ray", "streams"],
+    p.add_argument("--executor", choices=list(EXECUTORS),
                    help="where children train: auto (default: streams on CUDA, serial "
                    "elsewhere), serial, local worker processes, ray (pip install "
                    "'morphclimb[ray]'), streams (threads in this process, one CUDA stream "
@@ -245,9 +246,9 @@ def _print_result(r: dict) -> None:
         e = r["snapshot_ensemble"]
         print(f"snapshot ensemble ({len(e['members'])} models): test error "
               f"{e['test_error']:.2f}%, {e['params']:,} parameters")
-    if r.get("strategy") == "pareto":
-        print(f"Pareto front: {len(r['front'])} members ({r['objective']}); `morphclimb show "
-              f"{r['run_dir']}` lists them, --member ID picks one")
+    from .strategy import strategy_of
+    for line in strategy_of(r["config"]).result_lines(r):
+        print(line)
 
 
 def cmd_extra(args, what: str) -> int:

@@ -97,14 +97,9 @@ class Progress:
             self.line(f"step {e['step']} child {e['child']}: drawn again ({e['reason']})")
         elif kind is Event.CLIMB_STOPPED:
             self.line(f"climb stopped before step {e['step']}: {e['reason']}")
-        elif kind is Event.STEP_DECIDED and e.get("strategy") == "pareto":
-            self.line(f"step {e['step']}: front of {len(e['kept'])}, the most accurate "
-                      f"{e['best']} (val acc {100 * e['val_accuracy']:.2f}%, "
-                      f"{e['params']:,} params)")
-        elif kind is Event.STEP_DECIDED:
-            kept = "kept" if self.state.kept_incumbent(e["step"]) else "moved to"
-            self.line(f"step {e['step']}: {kept} {e['best']} (val acc "
-                      f"{100 * e['val_accuracy']:.2f}%, {e['params']:,} params)")
+        elif kind is Event.STEP_DECIDED:   # the strategy that decided it says what it did
+            from .strategy import strategy_named
+            self.line(strategy_named(e.get("strategy")).step_line(e, self.state))
         elif kind is Event.FINAL_PLANNED:
             self.line(f"final training planned: {e['epochs']} epoch(s), to fill the "
                       f"~{e.get('seconds_left', 0):.0f}s the climb left of the time budget")

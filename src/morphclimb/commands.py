@@ -149,9 +149,8 @@ def show_run(run_dir: str | Path, as_json: bool = False) -> str:
         lines.append(f"step {s['step']}: {did} {s['best']} "
                      f"(val acc {100 * s['val_accuracy']:.2f}%, {s['params']:,} params; "
                      f"{len(ok)}/{len(s['children'])} children trained)")
-    if r.get("strategy") == "pareto":
-        from .members import front_text
-        lines += ["", *front_text(r), ""]
+    from .strategy import strategy_of
+    lines += strategy_of(r["config"]).show_lines(r)
     final = r.get("final")
     if final is None:
         lines.append("not finished: resume it with `morphclimb resume " + str(run.path) + "`")

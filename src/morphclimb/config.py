@@ -168,8 +168,17 @@ PRESET_HELP = {
     "table3-c10-s8": "paper Table 3: CIFAR-10, n_steps 8, with snapshot ensemble",
     "table4-c100-s8": "paper Table 4: CIFAR-100, n_steps 8, with snapshot ensemble",
 }
-EXECUTORS = ("auto", "serial", "local", "ray", "streams")
-STRATEGIES = ("nash", "pareto")
+# where models train: name -> "module:class" of its executor (each has `from_config`), the one
+# table the config check, the CLI's --executor and executors.make_executor read ("auto" is
+# resolved to one of the others: executors.auto_executor); imported only when chosen
+EXECUTORS = {"auto": None,
+             "serial": "morphclimb.executors:SerialExecutor",
+             "local": "morphclimb.parallel.local:LocalExecutor",
+             "ray": "morphclimb.parallel.ray_executor:RayExecutor",
+             "streams": "morphclimb.parallel.streams:StreamExecutor"}
+# the search strategies: name -> "module:class" of its Strategy (strategy.py), the one table
+# the config check and strategy.strategy_of read
+STRATEGIES = {"nash": "morphclimb.strategy:Nash", "pareto": "morphclimb.pareto_strategy:Pareto"}
 OBJECTIVES = ("params", "mflops")
 TRAIN_STEPS = ("eager", "cuda_graph", "compile")   # train.fit's `step` (it also takes "auto")
 FINAL_MODELS = ("search", "retrain", "auto")   # the model a run hands out (evaluate, export,

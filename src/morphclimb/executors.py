@@ -1,8 +1,9 @@
 """Where models train: the Executor protocol, and the serial executor (in this process).
 
-To add an executor: a class with the four members of `Executor`, a name in
-config.EXECUTORS, and a branch in `make_executor`. Training a task must stay
-`worker.run_task` (a pure function of the task), so the executor changes only the time.
+To add an executor: a class with the members of `Executor` (its `from_config` builds it from
+a search config) and its name and "module:class" in config.EXECUTORS, the one table the
+config check, the CLI and `make_executor` read. Training a task must stay `worker.run_task`
+(a pure function of the task), so the executor changes only the time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class Executor(Protocol):
     def close(self) -> None:
         """Release workers and memory."""
 
+    @classmethod
+    def from_config(cls, config, split, device, on_epoch: OnEpoch | None = None) -> Executor:
+        """The executor a search config asks for (workers, threads, ...), on `device`."""
+
 
 class SerialExecutor:
     """Trains tasks one after another in this process (the default)."""
@@ -43,6 +48,11 @@ class SerialExecutor:
         self.split = split
         self.device = device
         self.on_epoch = on_epoch
+
+    @classmethod
+    def from_config(cls, config, split, device, on_epoch: OnEpoch | None = None):
+        """The serial executor (no setting of the config changes it)."""
+        return cls(split, device, on_epoch)
 
     def run(self, tasks: list[TrainTask], on_done: OnDone | None = None) -> list[TrainOutcome]:
         """Train every task; `on_done(outcome)` is called as each one finishes."""
@@ -86,19 +96,11 @@ def auto_executor(config, device) -> str:
 
 
 def make_executor(config, split, device=None, on_epoch: OnEpoch | None = None):
-    """The executor named by `config.executor` ('auto', 'serial', 'local', 'ray' or
-    'streams'; see auto_executor)."""
-    name = auto_executor(config, device)
-    if name == "serial":
-        return SerialExecutor(split, device, on_epoch)
-    if name == "streams":
-        from .parallel.streams import StreamExecutor
-        return StreamExecutor(split, device, concurrency=config.workers, threads=config.threads,
-                              on_epoch=on_epoch, cuda_graph=config.train_step == "cuda_graph")
-    if name == "local":
-        from .parallel import LocalExecutor
-        return LocalExecutor(split, device, workers=config.workers, threads=config.threads,
-                             on_epoch=on_epoch)
-    from .parallel import RayExecutor
-    return RayExecutor(split, device, workers=config.workers, address=config.ray_address,
-                       on_epoch=on_epoch)
+    """The executor named by `config.executor` (a name of config.EXECUTORS; "auto" resolved
+    by auto_executor), built by its class's `from_config`."""
+    import importlib
+
+    from .config import EXECUTORS
+    module, cls = EXECUTORS[auto_executor(config, device)].split(":")
+    return getattr(importlib.import_module(module), cls).from_config(config, split, device,
+                                                                     on_epoch)

@@ -58,10 +58,8 @@ def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
     size = mflops(climber.load_arch(best["model"]))
     done = climber.state.trained.get(FINAL)   # trained: its epochs (re-planned) as they were
     epochs = done["epochs"] if done is not None else final_epochs(climber)
-    finals = [best]
-    if c.strategy == "pareto":   # every front member that gets a final training, as it stands
-        from .pareto import current_front
-        finals = climber.to_finish(current_front(climber.state) or [best])
+    # every model that gets a final training, as the climb stands (NASH: the best)
+    finals = climber.strategy.finishing_now(climber.state, best, c)
     out = {"final": sum(model.seconds(mflops(climber.load_arch(m["model"])),
                                       image_passes(epochs, n_full, n_test)) for m in finals)}
     lineage = best.get("lineage", 0) + epochs

@@ -15,8 +15,9 @@ FRONT_HEADER = ["member", "params", "MFLOPs", "val. error (%)", "test error (%)"
 
 
 def is_pareto(config: dict[str, Any]) -> bool:
-    """Whether a run's (effective) config is a Pareto search's."""
-    return config.get("strategy", "nash") == "pareto"
+    """Whether a run's (effective) config is a search whose result is a front of members."""
+    from .strategy import strategy_of
+    return strategy_of(config).has_front
 
 
 def front_ids(state, config: dict[str, Any]) -> list[str]:

@@ -43,11 +43,12 @@ from .forecast import after_climb_costs, final_deadline, final_epochs, plan_fina
 from .halving import halving
 from .journal import RunDir
 from .morphisms import APPROXIMATE, apply_random_morphisms
-from .rules import Halving, Rules, nash_rules, ranked
+from .rules import Rules, nash_rules, ranked
 from .seeds import derive_seed
 from .spec import Arch
 from .startpoint import load_start, start_ids, start_of
 from .state import RunState
+from .strategy import strategy_of
 from .train import TrainConfig
 from .warmstart import shrink_perturb
 from .worker import Teacher, TrainOutcome, TrainTask, trained_epochs
@@ -140,7 +141,8 @@ class Climber:
                  callback: Callback | None = None, t0: float | None = None,
                  rules: Rules | None = None):
         self.c, self.run, self.split, self.executor = config, run, split, executor
-        self.rules = rules_for(config) if rules is None else rules
+        self.strategy = strategy_of(config)   # what differs between searches (strategy.py)
+        self.rules = self.strategy.rules(config) if rules is None else rules
         self.info = preprocess.record(dataset_info, split)   # what inference needs, too
         self.emit = callback or (lambda event: None)
         self.state: RunState = run.state()
@@ -338,8 +340,7 @@ class Climber:
             parent_arch, parent_w = parent_model(par)
             meta = dict(role="child", step=i, child=j, n_neigh=self.c.n_neigh,
                         parent=par["model"], lineage=par.get("lineage", 0),
-                        **({"drawn": propose.n_children} if self.c.strategy == "pareto"
-                           else {}))
+                        **self.strategy.child_meta(propose))
             if cid in self.state.trained:
                 taken.setdefault(_key(self.load_arch(cid)), cid)
                 tasks.append(self.task(cid, parent_arch, None, 0))
@@ -489,17 +490,13 @@ class Climber:
         if self.c.final_share is not None and FINAL not in self.state.trained:
             plan_final(self, self.to_finish(kept))
         final = self.final(best)
-        if self.c.strategy == "pareto":
-            self.finish_front(kept)
+        self.finish_front(kept)   # the other models the strategy finishes (NASH: none)
         return final
 
     def to_finish(self, kept: list[dict]) -> list[dict]:
-        """The models that get a final training: NASH's winner, or a Pareto search's front
-        members (front_final), the most accurate first."""
-        if self.c.strategy != "pareto":
-            return kept[:1]
-        from .pareto import final_members
-        return final_members(kept, self.c.front_final, self.c.objective)
+        """The models that get a final training, the strategy says: NASH's winner, or a
+        Pareto search's front members (front_final), the most accurate first."""
+        return self.strategy.to_finish(kept, self.c)
 
     def finish_front(self, front: list[dict]) -> None:
         """A Pareto search's final trainings of the front members that get one (front_final;
@@ -595,14 +592,7 @@ MAX_DRAWS = 50   # draws of morphisms per child before it is given up
 
 def rules_for(c: SearchConfig) -> Rules:
     """The rules of the config's strategy: NASH's hill climbing or the Pareto search's."""
-    if c.strategy != "pareto":
-        return nash_rules(c)
-    from .pareto import KeepFront, Sparse, pareto_ranked
-    nash = nash_rules(c)   # the same stoppers (n_steps, the time budget)
-    pruner = (Halving(tuple(c.rungs), c.eta, rank=pareto_ranked(c.objective))
-              if c.rungs else None)
-    return Rules(Sparse(c.n_neigh, c.n_draw or 4 * c.n_neigh, c.objective, c.seed),
-                 KeepFront(c.objective), pruner, nash.stoppers)
+    return strategy_of(c).rules(c)
 
 
 def _key(arch: Arch) -> str:

@@ -173,3 +173,4 @@ def member_final(state, member: str) -> str | None:
     had none (a front member beyond front_final, or any other model)."""
     return next((r["model"] for r in state.trained.values()
                  if r.get("role") == "final" and r.get("parent") == member), None)
+

@@ -18,6 +18,7 @@ from .journal import RunDir, no_link, read_arch_file
 from .results import collect_results, final_plan_text, reference_line
 from .spec import Arch
 from .state import RunState
+from .strategy import strategy_of
 
 
 @dataclass
@@ -261,10 +262,8 @@ def _run_section(info: RunInfo, out: Path, prefix: str, files: list[Path]) -> st
              fig(children_figure(info.state), "children",
                  "Each step's children: validation accuracy against parameter count; the star "
                  "is the model the step moved to (the square is the incumbent).")]
-    if c.get("strategy") == "pareto":
-        from .front_view import CAPTION, front_figure, front_table
-        parts.append('<div class="archs">' + fig(front_figure(info.results), "front", CAPTION)
-                     + table_html(Table(*front_table(info.results))) + "</div>")
+    parts.append(strategy_of(c).report_html(info.results, fig,
+                                            lambda *t: table_html(Table(*t))))
     archs = []
     best = info.results["steps"][-1]["best"] if info.results["steps"] else None
     for mid, label in ((MODEL0, f"starting network {MODEL0}"),

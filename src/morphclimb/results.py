@@ -103,15 +103,8 @@ def collect_results(run: RunDir, write: bool = True) -> dict[str, Any]:
                                     "test_error": _pct(e["test_accuracy"]),
                                     "params": e["params"],
                                     "runtime_s": out["runtime_s"] + extra}
-    if cfg.get("strategy") == "pareto":
-        from .pareto import front_results
-        out.update(front_results(st, cfg.get("objective", "params")))
-        from .members import retrain_id
-        for m in out["front"]:        # a member's architecture retrained (retrain --member)
-            rid = retrain_id(st, m["id"])
-            if rid in trained:
-                m["retrain"] = {"model": rid,
-                                "test_error": _pct(trained[rid].get("test_accuracy"))}
+    from .strategy import strategy_of
+    out.update(strategy_of(cfg).results(st, cfg, trained))   # its section (a front, ...)
     if write:
         run.write_results(out)
     return out
@@ -142,9 +135,10 @@ def answer_why(cfg: dict[str, Any], trained: dict[str, Any], model: str,
                skipped: dict[str, str]) -> str:
     """Why the run's answer is the model it is (final_model and, for auto, its rule)."""
     fm = cfg.get("final_model", "search")
-    if cfg.get("strategy") == "pareto":
-        return ("a Pareto search: the front's most accurate member trained on train + "
-                "validation; the others by --member ID")
+    from .strategy import strategy_of
+    why = strategy_of(cfg).answer_why(cfg)
+    if why is not None:
+        return why
     if fm == "search":
         return "final_model=search: the search's own final model (the paper's procedure)"
     if fm == "retrain":

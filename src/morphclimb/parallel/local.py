@@ -137,6 +137,12 @@ class LocalExecutor:
 
     name = "local"
 
+    @classmethod
+    def from_config(cls, config, split, device, on_epoch: OnEpoch | None = None):
+        """`workers` worker processes (default: 2 on a CPU, one per GPU) of `threads` each."""
+        return cls(split, device, workers=config.workers, threads=config.threads,
+                   on_epoch=on_epoch)
+
     def __init__(self, split, device=None, workers: int | None = None,
                  threads: int | None = None, on_epoch: OnEpoch | None = None):
         self.device = resolve_device(device)

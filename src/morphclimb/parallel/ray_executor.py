@@ -45,6 +45,12 @@ class RayExecutor:
 
     name = "ray"
 
+    @classmethod
+    def from_config(cls, config, split, device, on_epoch=None):
+        """`workers` Ray tasks at once, on the cluster at `ray_address` (else a local one)."""
+        return cls(split, device, workers=config.workers, address=config.ray_address,
+                   on_epoch=on_epoch)
+
     def __init__(self, split, device=None, workers: int | None = None,
                  address: str | None = None, on_epoch=None):
         self.on_epoch = on_epoch

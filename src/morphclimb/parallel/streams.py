@@ -104,6 +104,13 @@ class StreamExecutor:
     name = "streams"
     one_at_a_time = False
 
+    @classmethod
+    def from_config(cls, config, split, device, on_epoch: OnEpoch | None = None):
+        """`workers` children at once, `threads` CPU threads, CUDA graphs with
+        train_step=cuda_graph."""
+        return cls(split, device, concurrency=config.workers, threads=config.threads,
+                   on_epoch=on_epoch, cuda_graph=config.train_step == "cuda_graph")
+
     def __init__(self, split, device=None, concurrency: int | None = None,
                  threads: int | None = None, on_epoch: OnEpoch | None = None,
                  cuda_graph: bool = False):
