@@ -76,7 +76,7 @@ spec() {
                tests/test_limits.py::test_halving_rungs_are_journaled
                tests/test_limits.py::test_halving_ties_keep_the_incumbent_first
                tests/test_pareto.py::test_halving_cuts_by_level_and_rungs_keep_distilling" ;;
-    forecast) # the time budget's predictions (budget_allows, after_climb_costs, time_model)
+    forecast) # the time budget's predictions (budget_stop, after_climb_costs, time_model)
         FILES="src/morphclimb/forecast.py"
         NAMES="morphclimb.forecast.*"
         TESTS="tests/test_core_rules.py::test_the_time_model_of_a_run_counts_each_training_on_its_data

@@ -96,7 +96,7 @@ def test_incumbent_proposer(n_neigh, children, incumbent):
 def test_step_limit_stops_after_n_steps():
     s = StepLimit(3)
     assert [s.go_on(None, i) for i in range(1, 6)] == [True, True, True, False, False]
-    assert s.allows(None, 1, [], {})
+    assert s.stop(None, 1, [], {}) is None
     assert not Rules(Incumbent(3), KeepBest(), None, (s,)).go_on(None, 4)
     assert not Rules(Incumbent(3), KeepBest(), None, (StepLimit(0),)).go_on(None, 1)
 
@@ -193,3 +193,31 @@ def test_the_climber_asks_its_rules(tiny_npz, tmp_path, monkeypatch):
     for m in ("s01c2", "s01c3", "s01inc"):               # keep_weights=best keeps the kept
         has = (run.model_dir(m) / "weights.safetensors").is_file()
         assert has == (m in d["kept"]), m
+
+
+def test_a_stopper_returns_its_reason_and_the_engine_journals_it_once(tiny_npz, tmp_path,
+                                                                      monkeypatch):
+    """Stoppers only answer (issue 32): the engine writes climb_stopped, once, with the
+    stopper's fields, and trains nothing more of the climb."""
+    asked = []
+
+    class AtStep2:
+        def go_on(self, climber, step):
+            return True
+
+        def stop(self, climber, step, tasks, best, ahead=None):
+            asked.append(step)
+            return {"step": step, "steps_run": step - 1, "reason": "enough"} if step == 2 \
+                else None
+
+    def rules(c):
+        return Rules(Incumbent(c.n_neigh), KeepBest(), None, (StepLimit(3), AtStep2()))
+    import morphclimb.rules as rules_module
+    monkeypatch.setattr(rules_module, "nash_rules", rules)
+    hill_climb(tiny(tiny_npz, n_steps=3), tmp_path / "run")
+    run = RunDir.open(tmp_path / "run")
+    stopped = run.records("climb_stopped")
+    assert [(r["step"], r["steps_run"], r["reason"]) for r in stopped] == [(2, 1, "enough")]
+    assert sorted(run.state().decided) == [1] and asked.count(2) == 1
+    assert not any(r.get("step") == 2 for r in run.state().trained.values())
+    assert "final" in run.state().trained

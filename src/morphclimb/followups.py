@@ -6,11 +6,12 @@ from __future__ import annotations
 import statistics
 
 from .budget import EVAL_SHARE
+from .context import SearchContext
 from .events import BASELINE, FINAL, REFERENCE, RETRAIN, Event, snapshot_id
 from .model0 import starting_arch
 
 
-def run_baseline(climber) -> dict:
+def run_baseline(climber: SearchContext) -> dict:
     """model_0's architecture trained from fresh weights as long as the answer was: the final
     model's lineage (the search's total epochs in a run that climbed all its steps; fewer
     where a budget stopped the climb, more where a plan's final training filled the budget)."""
@@ -21,7 +22,7 @@ def run_baseline(climber) -> dict:
                              eval_part="test", role="baseline")
 
 
-def run_retrain(climber, member: str | None = None) -> dict:
+def run_retrain(climber: SearchContext, member: str | None = None) -> dict:
     """The found architecture trained from fresh weights for as many epochs as the winner got.
 
     With `member` (a Pareto search's front member): that member's architecture, for as many
@@ -91,7 +92,7 @@ def reference_epochs(seconds: float, per_image: float, n_train: int, n_eval: int
     return max(1, int((seconds / per_image - EVAL_SHARE * n_eval) // n_train))
 
 
-def reference_plan(climber) -> dict:
+def reference_plan(climber: SearchContext) -> dict:
     """The reference network and its epochs, journaled once (a resumed run keeps the plan).
 
     The wall time to match is the search's up to its answer (`answer_clock`: climb, final
@@ -136,7 +137,7 @@ def reference_plan(climber) -> dict:
                         "auto": {"answer_epochs": need, "tried": tried}})
 
 
-def _plan_for(climber, name: str, seconds: float, answer, then: float) -> dict:
+def _plan_for(climber: SearchContext, name: str, seconds: float, answer, then: float) -> dict:
     """The epochs of zoo network `name` in `seconds` at its speed under the search's
     conditions (reference_plan): its time per image over the answer's (architecture
     `answer`), timed now, times the answer's in the search (`then`); with the timings."""
@@ -163,7 +164,7 @@ def answer_epochs(st, config: dict) -> int:
     return int(final.get("lineage") or final["epochs"])
 
 
-def answer_clock(climber) -> float:
+def answer_clock(climber: SearchContext) -> float:
     """The search's wall time up to its answer (`answer_seconds` of the climber's run)."""
     return answer_seconds(climber.state, climber.c.to_dict())
 
@@ -186,7 +187,7 @@ def answer_seconds(st, config: dict) -> float | None:
     return until
 
 
-def run_reference(climber) -> dict:
+def run_reference(climber: SearchContext) -> dict:
     """A known-good network trained alone, by the same trainer, for the search's wall time."""
     from .zoo import zoo_arch
     plan = reference_plan(climber)
@@ -205,7 +206,7 @@ def snapshot_steps(state) -> list[int]:
     return decided[:-1]
 
 
-def run_snapshot_ensemble(climber) -> dict:
+def run_snapshot_ensemble(climber: SearchContext) -> dict:
     """Train each earlier step's best on train + validation, then ensemble them with the final."""
     from .device import resolve_device
     from .ensemble import evaluate_members

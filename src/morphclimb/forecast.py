@@ -5,22 +5,22 @@ from __future__ import annotations
 
 from .budget import TimeModel, fits, image_passes, mflops
 from .config import retrain_is_answer
+from .context import SearchContext
 from .events import FINAL, MODEL0, Event
 from .spec import Arch
 
 
-def budget_allows(climber, i: int, tasks: list, best: dict, rungs=None,
-                  seconds: float | None = None) -> bool:
-    """Whether step i's remaining trainings, then the final training (and the jobs after
+def budget_stop(climber: SearchContext, i: int, tasks: list, best: dict, rungs=None,
+                seconds: float | None = None) -> dict | None:
+    """None when step i's remaining trainings, then the final training (and the jobs after
     it), fit in what is left of the time budget (`seconds`, by default the config's); else
-    journal why the climb stops.
+    why the climb stops there (the climb_stopped record's step, steps_run, reason and
+    predicted costs, which the engine journals).
 
     `rungs`: with successive halving, the rungs still ahead (`tasks` train the first).
     """
     c = climber.c
     budget = c.time_budget if seconds is None else seconds
-    if climber.state.stopped is not None:
-        return False
     model = time_model(climber)
     n_train, n_val = len(climber.split.train), len(climber.split.val)
     costs = {}
@@ -42,15 +42,15 @@ def budget_allows(climber, i: int, tasks: list, best: dict, rungs=None,
         after = {"final": max(after["final"], c.final_share * budget)}
     costs.update(after)
     ok, account = fits(budget - climber.clock(), costs)
-    if not ok:
-        what = f"step {i}" if len(todo) == len(tasks) else f"the rest of step {i}"
-        climber.log({"event": Event.CLIMB_STOPPED, "step": i, "steps_run": i - 1,
-                     "reason": f"time budget {budget:.0f}s: {what} and what "
-                               f"follows {account}", "predicted": costs})
-    return ok
+    if ok:
+        return None
+    what = f"step {i}" if len(todo) == len(tasks) else f"the rest of step {i}"
+    return {"step": i, "steps_run": i - 1,
+            "reason": f"time budget {budget:.0f}s: {what} and what follows {account}",
+            "predicted": costs}
 
 
-def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
+def after_climb_costs(climber: SearchContext, model: TimeModel, best: dict, steps_done: int
                       ) -> dict[str, float]:
     """Predicted seconds of the final training and of the jobs configured after it."""
     c, split = climber.c, climber.split
@@ -74,13 +74,13 @@ def after_climb_costs(climber, model: TimeModel, best: dict, steps_done: int
     return out
 
 
-def final_epochs(climber) -> int:
+def final_epochs(climber: SearchContext) -> int:
     """The epochs of the final training(s): the plan's (final_share), else epoch_final."""
     plan = climber.state.final_plan
     return int(plan["epochs"]) if plan is not None else climber.c.epoch_final
 
 
-def plan_final(climber, members: list[dict]) -> dict:
+def plan_final(climber: SearchContext, members: list[dict]) -> dict:
     """With final_share: the final training's epochs, as many as fit in what the climb left
     of the time budget at the speed measured so far (at least epoch_final), for `members`
     (NASH: the winner; a Pareto search: the front members that get one). Journaled once
@@ -105,7 +105,7 @@ def plan_final(climber, members: list[dict]) -> dict:
                         "members": [m["model"] for m in members]})
 
 
-def final_deadline(climber, model_id: str) -> float:
+def final_deadline(climber: SearchContext, model_id: str) -> float:
     """The seconds the plan's final training of `model_id` may take from its start: what is
     left of the time budget now, less the test evaluations of the final trainings still to
     run, shared among them in proportion to an epoch of each (NASH: one, the whole rest).
@@ -128,7 +128,7 @@ def final_deadline(climber, model_id: str) -> float:
     return max(left, 0.0) * share
 
 
-def time_model(climber) -> TimeModel:
+def time_model(climber: SearchContext) -> TimeModel:
     """Seconds per image pass against MFLOPs, from every training measured so far."""
     split = climber.split
     sizes = {"train": len(split.train), "train_full": len(split.train_full)}

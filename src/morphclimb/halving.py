@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from .context import SearchContext
 from .events import Event, rung_id
 from .spec import Arch
 from .worker import TrainTask
 
 
-def halving(climber, i: int, tasks: list[TrainTask], best: dict
+def halving(climber: SearchContext, i: int, tasks: list[TrainTask], best: dict
             ) -> tuple[list[TrainTask], list[str]] | None:
     """Successive halving over step i's candidates: every rung but the last.
 
@@ -47,7 +48,7 @@ def halving(climber, i: int, tasks: list[TrainTask], best: dict
     return stage, cut
 
 
-def rung_task(climber, t: TrainTask, r: int, epochs: int) -> TrainTask:
+def rung_task(climber: SearchContext, t: TrainTask, r: int, epochs: int) -> TrainTask:
     """Candidate task `t` (rung 1) or its survivor of rung r - 1, trained for rung r."""
     base = t.meta.get("candidate", t.model_id)
     mid = rung_id(base, r)

@@ -382,8 +382,16 @@ class Climber:
 
     def guard(self, i: int, tasks: list[TrainTask], best: dict, rungs=None):
         """The stoppers' check before each batch of step i's `tasks` (`rungs`: with halving,
-        the rungs still ahead): the time budget's."""
-        return lambda: self.rules.allows(self, i, tasks, best, rungs)
+        the rungs still ahead): the time budget's. A stopper's reason is journaled here
+        (climb_stopped), once; after it nothing more trains in the climb."""
+        def go() -> bool:
+            if self.state.stopped is not None:
+                return False
+            why = self.rules.stop(self, i, tasks, best, rungs)
+            if why is not None:
+                self.log({"event": Event.CLIMB_STOPPED, **why})
+            return why is None
+        return go
 
     def make_child(self, i: int, j: int, parent_arch: Arch, parent_w, best: dict,
                    taken: dict[str, str]):

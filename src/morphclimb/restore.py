@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .config import EXEC_KEYS, SearchConfig
+from .context import SearchContext
 from .errors import MorphclimbError, RunDirError
 from .events import FINAL, Event, rung_id
 from .worker import trained_epochs
@@ -42,7 +43,7 @@ def cannot(run, model_id: str, why: str) -> RunDirError:
                        f"{why}; copy that folder back from a copy of the run")
 
 
-def config_at(climber, model_id: str) -> SearchConfig:
+def config_at(climber: SearchContext, model_id: str) -> SearchConfig:
     """The run's settings when `model_id` was trained: config.json with the changes journaled
     before its record (resume --set), and where this session runs (device, threads, ...)."""
     changes: dict[str, Any] = {}
@@ -56,7 +57,7 @@ def config_at(climber, model_id: str) -> SearchConfig:
 
 
 @contextlib.contextmanager
-def as_first_trained(climber, model_id: str) -> Iterator[None]:
+def as_first_trained(climber: SearchContext, model_id: str) -> Iterator[None]:
     """Within: the climber has `model_id`'s original settings and trains it again although
     the journal has it (its outcome is journaled as model_restored)."""
     saved = climber.c
@@ -69,7 +70,7 @@ def as_first_trained(climber, model_id: str) -> Iterator[None]:
         climber.redo.discard(model_id)
 
 
-def initial_task(climber, model_id: str):
+def initial_task(climber: SearchContext, model_id: str):
     """The TrainTask that trained `model_id` (architecture, starting weights, epochs, seed),
     rebuilt from the journal; the checkpoints it starts from are restored first if gone."""
     st, run = climber.state, climber.run
@@ -121,7 +122,7 @@ def initial_task(climber, model_id: str):
     raise cannot(run, model_id, f"a model of role {role!r} is not rebuilt from the journal")
 
 
-def restore(climber, model_id: str) -> dict:
+def restore(climber: SearchContext, model_id: str) -> dict:
     """Train `model_id` again and save its checkpoint (journaled as model_restored); returns
     that record. A final model (the run's, or a Pareto front member's final-<member>) is
     trained by the climber's own `finish`."""

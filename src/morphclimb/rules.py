@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .context import SearchContext
 from .events import Event, incumbent_id
-from .forecast import budget_allows
+from .forecast import budget_stop
 
 Record = dict[str, Any]
 
@@ -67,12 +68,14 @@ class Selector(Protocol):
 class Stopper(Protocol):
     """When the climb ends. `climber` is the engine (its config, state, clock, journal)."""
 
-    def go_on(self, climber, step: int) -> bool:
+    def go_on(self, climber: SearchContext, step: int) -> bool:
         """Whether `step` is begun at all."""
 
-    def allows(self, climber, step: int, tasks: list, best: Record, ahead=None) -> bool:
-        """Whether the next trainings of `step` (`tasks`; `ahead`: halving's rungs still to
-        train) may start; a stopper that says no journals why (climb_stopped)."""
+    def stop(self, climber: SearchContext, step: int, tasks: list, best: Record, ahead=None
+             ) -> Record | None:
+        """None when the next trainings of `step` (`tasks`; `ahead`: halving's rungs still
+        to train) may start; else why not (the climb_stopped record's fields: step,
+        steps_run, reason, ...), which the engine journals."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,11 @@ class Rules:
     def go_on(self, climber, step: int) -> bool:
         return all(s.go_on(climber, step) for s in self.stoppers)
 
-    def allows(self, climber, step: int, tasks: list, best: Record, ahead=None) -> bool:
-        return all(s.allows(climber, step, tasks, best, ahead) for s in self.stoppers)
+    def stop(self, climber: SearchContext, step: int, tasks: list, best: Record, ahead=None
+             ) -> Record | None:
+        """The first stopper's reason to stop before the next trainings, or None."""
+        return next((why for s in self.stoppers
+                     if (why := s.stop(climber, step, tasks, best, ahead)) is not None), None)
 
 
 # ------------------------------------------------------------------ NASH's rules
@@ -164,8 +170,8 @@ class StepLimit:
     def go_on(self, climber, step: int) -> bool:
         return step <= self.n_steps
 
-    def allows(self, climber, step: int, tasks: list, best: Record, ahead=None) -> bool:
-        return True
+    def stop(self, climber, step: int, tasks: list, best: Record, ahead=None) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -178,8 +184,9 @@ class TimeBudget:
     def go_on(self, climber, step: int) -> bool:
         return True
 
-    def allows(self, climber, step: int, tasks: list, best: Record, ahead=None) -> bool:
-        return budget_allows(climber, step, tasks, best, ahead, self.seconds)
+    def stop(self, climber: SearchContext, step: int, tasks: list, best: Record, ahead=None
+             ) -> Record | None:
+        return budget_stop(climber, step, tasks, best, ahead, self.seconds)
 
 
 def nash_rules(c) -> Rules:
