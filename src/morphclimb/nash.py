@@ -168,13 +168,17 @@ class Climber:
     # ------------------------------------------------------------------ training
     def task(self, model_id: str, arch: Arch, weights, epochs: int, *, sgdr: bool = True,
              part: str = "train", eval_part: str | None = "val",
-             teacher: Teacher | None = None, **meta) -> TrainTask:
-        """A training task with its seed derived from (run seed, model id)."""
-        return TrainTask(model_id, arch.to_dict(), weights, epochs, train_config(self.c, sgdr),
+             teacher: Teacher | None = None, config: SearchConfig | None = None,
+             **meta) -> TrainTask:
+        """A training task with its seed derived from (run seed, model id), trained with the
+        settings of `config` (default: the run's now; restore.py passes those in force when
+        the model was first trained)."""
+        c = self.c if config is None else config
+        return TrainTask(model_id, arch.to_dict(), weights, epochs, train_config(c, sgdr),
                          derive_seed(self.c.seed, "train", model_id), part=part,
                          eval_part=eval_part, init_seed=derive_seed(self.c.seed, "init", model_id),
                          meta=dict(meta, lineage=meta.get("lineage", 0) + epochs),
-                         step=self.c.train_step, teacher=teacher)
+                         step=c.train_step, teacher=teacher)
 
     def teacher_for(self, child: str, parent: str, parent_arch: Arch, parent_w
                     ) -> Teacher | None:
@@ -455,12 +459,14 @@ class Climber:
                   "candidates": [r["model"] for r in recs] + list(cut)})
         return winner
 
-    def finish(self, best: dict, model_id: str = FINAL) -> dict:
-        """Final training on train + validation, then the one evaluation on the test set."""
+    def finish(self, best: dict, model_id: str = FINAL, config: SearchConfig | None = None
+               ) -> dict:
+        """Final training on train + validation, then the one evaluation on the test set
+        (`config`: the training settings to use, as in `task`)."""
         arch, w = self.run.load_model(best["model"])
         task = self.task(model_id, arch, final_weights(self.c, arch, w), final_epochs(self),
                          part="train_full", eval_part="test", role="final",
-                         parent=best["model"], lineage=best.get("lineage", 0))
+                         parent=best["model"], lineage=best.get("lineage", 0), config=config)
         if self.c.final_lr is not None:
             task = dataclasses.replace(task, config=dataclasses.replace(
                 task.config, lr_start=self.c.final_lr))

@@ -57,23 +57,22 @@ def config_at(climber: SearchContext, model_id: str) -> SearchConfig:
 
 
 @contextlib.contextmanager
-def as_first_trained(climber: SearchContext, model_id: str) -> Iterator[None]:
-    """Within: the climber has `model_id`'s original settings and trains it again although
-    the journal has it (its outcome is journaled as model_restored)."""
-    saved = climber.c
-    climber.c = config_at(climber, model_id)
+def again(climber: SearchContext, model_id: str) -> Iterator[None]:
+    """Within: the context trains `model_id` again although the journal has it (its outcome
+    is journaled as model_restored)."""
     climber.redo.add(model_id)
     try:
         yield
     finally:
-        climber.c = saved
         climber.redo.discard(model_id)
 
 
-def initial_task(climber: SearchContext, model_id: str):
-    """The TrainTask that trained `model_id` (architecture, starting weights, epochs, seed),
-    rebuilt from the journal; the checkpoints it starts from are restored first if gone."""
+def initial_task(climber: SearchContext, model_id: str, config: SearchConfig | None = None):
+    """The TrainTask that trained `model_id` (architecture, starting weights, epochs, seed,
+    the training settings then: `config`, by default config_at's), rebuilt from the journal;
+    the checkpoints it starts from are restored first if gone."""
     st, run = climber.state, climber.run
+    config = config_at(climber, model_id) if config is None else config
     rec = st.trained.get(model_id)
     if rec is None:
         raise cannot(run, model_id, "the journal has no training of it")
@@ -82,7 +81,7 @@ def initial_task(climber: SearchContext, model_id: str):
     epochs = rec["epochs"]
     part = rec.get("part", "train")
     eval_part = next((p for p in ("val", "test") if f"{p}_accuracy" in rec), None)
-    kw = dict(part=part, eval_part=eval_part, **meta)
+    kw = dict(part=part, eval_part=eval_part, config=config, **meta)
     if role == "pretrain":
         from .startpoint import start_of
         try:
@@ -126,13 +125,16 @@ def restore(climber: SearchContext, model_id: str) -> dict:
     """Train `model_id` again and save its checkpoint (journaled as model_restored); returns
     that record. A final model (the run's, or a Pareto front member's final-<member>) is
     trained by the climber's own `finish`."""
-    with as_first_trained(climber, model_id):
-        final = climber.state.trained.get(model_id, {})
-        if model_id == FINAL or (final.get("role") == "final" and "parent" in final):
-            climber.ensure(final["parent"])   # finish reads the winner's weights
-            climber.finish(climber.state.trained[final["parent"]], model_id)
-        else:
-            climber.train_all([initial_task(climber, model_id)])
+    config = config_at(climber, model_id)   # the settings it was first trained with
+    final = climber.state.trained.get(model_id, {})
+    if model_id == FINAL or (final.get("role") == "final" and "parent" in final):
+        climber.ensure(final["parent"])   # finish reads the winner's weights
+        with again(climber, model_id):
+            climber.finish(climber.state.trained[final["parent"]], model_id, config=config)
+    else:
+        task = initial_task(climber, model_id, config)   # its parents restored first
+        with again(climber, model_id):
+            climber.train_all([task])
     error = climber.redo_errors.pop(model_id, None)
     if error is not None:
         raise cannot(climber.run, model_id, f"training it again failed "
