@@ -65,7 +65,7 @@ def main() -> int:
                                    timeout=1800)
             finally:
                 path.write_text(src)
-            failed = [line.split()[1] for line in r.stdout.splitlines()
+            failed = [line.split(" ", 1)[1].split(" - ")[0] for line in r.stdout.splitlines()
                       if line.startswith(("FAILED ", "ERROR "))]
             caught = ", ".join(f"`{f}`" for f in failed) if r.returncode else "SURVIVED"
             bad += not r.returncode

@@ -158,7 +158,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "table4-c100-s8": dict(PAPER, n_steps=8, dataset="cifar100", snapshot_ensemble=True),
 }
 PRESET_HELP = {
-    "demo": "small search on the bundled mini CIFAR-10 (a few minutes on 2 CPU cores)",
+    "demo": "small search on the bundled mini CIFAR-10 (about 3 min on 2 CPU cores, about 10 "
+            "with the baseline, retraining and equal-time reference after it)",
     "pareto-demo": "a Pareto front of error against parameters on the bundled mini CIFAR-10 "
                    "(LEMONADE's search at demo scale; 3 members trained to the end)",
     "table1-nash": "paper Table 1: n_steps 5, n_neigh 8, n_NM 5, 17 epochs/child, 100 final",
