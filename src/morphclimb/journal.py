@@ -313,7 +313,9 @@ class RunDir:
             self._lock = None
 
     def config(self) -> dict[str, Any]:
-        """The resolved config this run was started with."""
+        """The resolved config this run was started with: its journal's first record, with
+        config.json checked against it (only the data's location may differ there), and
+        checked as SearchConfig checks a config; one RunDirError line otherwise."""
         try:
             d = read_json_file(self.path / CONFIG, "config.json")
         except RunDirError as e:
