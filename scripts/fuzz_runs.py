@@ -30,7 +30,7 @@ from conftest import TINY, make_tiny_npz  # noqa: E402
 from test_fuzz_runs import damage  # noqa: E402
 
 READERS = [["show"], ["report", "--no-ensemble"], ["export", "--format", "safetensors"],
-           ["predict", "IMG"], ["resume", "--quiet"]]
+           ["predict", "IMG"], ["evaluate"], ["resume", "--quiet"]]
 
 
 def main() -> int:

@@ -3,7 +3,7 @@ run, each case damages one file (journal.jsonl, config.json, a model's arch.json
 weights.safetensors, results.json: truncations, flipped bytes, swapped, duplicated and
 dropped records, wrong types, unknown events and ids, huge numbers, NaN/Infinity, deep nesting,
 huge lines, lying safetensors headers) and runs the readers in this process (`show`,
-`report`, `export --format safetensors`, `predict`, `resume`). Each must succeed or stop with
+`report`, `export --format safetensors`, `predict`, `evaluate`, `resume`). Each must succeed or stop with
 exit status 1 or 2 and one line, never a traceback or a hang, and write nothing outside the
 damaged run. `scripts/fuzz_runs.py` runs more cases through the CLI with time and memory
 limits.
@@ -216,7 +216,7 @@ def test_damaged_run_files_give_one_line_never_a_traceback(small_run, tmp_path, 
     (outside / "mine.txt").write_text("mine")
     before = _listing(outside)
     readers = [["show"], ["export", "--format", "safetensors"], ["predict", str(img)],
-               ["report", "--no-ensemble"], ["resume", "--quiet"]]
+               ["report", "--no-ensemble"], ["evaluate"], ["resume", "--quiet"]]
     seen = {0: 0, 1: 0, 2: 0}
     for case in range(CASES):
         run = outside / "shared" / "run"
