@@ -200,15 +200,18 @@ SKIP_JOB = {"baseline": "baseline=false", "retrain": "retrain=false",
 def _failures(r: dict) -> int:
     """Print the jobs after the climb that failed (results.json's climb.failed), with how to
     train each again or go without it; 1 when one did (the answer stands), else 0."""
+    from .config import retrain_is_answer
     from .errors import failure_kind
     failed = (r.get("climb") or {}).get("failed") or {}
-    run = r["run_dir"]
+    run, final = r["run_dir"], r.get("final") or {}
+    was_answer = retrain_is_answer(r["config"].get("final_model", "search"),
+                                   final.get("epochs", 0), final.get("epochs_total") or 0)
     for job, why in failed.items():
         kind = failure_kind(why)
         again = {"memory": " --set batch_size=...", "divergence": " --set lr_start=..."}.get(
             kind, "")
         skip = SKIP_JOB[job]
-        if job == "retrain" and r["config"].get("final_model", "search") != "search":
+        if job == "retrain" and was_answer:
             skip = "final_model=search"
             print(f"{job} failed: {why}; the retrained network was to be the run's answer, "
                   f"which falls back to {r['model']} (the search's own final model)")

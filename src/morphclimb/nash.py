@@ -152,7 +152,6 @@ class Climber:
         self.pending: dict[str, TrainTask] = {}
         self.redo: set[str] = set()   # journaled models trained again (vanished checkpoints)
         self.redo_errors: dict[str, str] = {}
-        self.failed_jobs: dict[str, str] = {}   # follow-up jobs that failed (follow_up)
 
     def clock(self) -> float:
         """Search wall time in seconds, summed over sessions (downtime excluded)."""
@@ -581,8 +580,8 @@ class Climber:
                     continue
             try:
                 job(self)
-            except TrainingError as e:   # journaled as failed; the answer and the rest stand
-                self.failed_jobs[name] = str(e)
+            except TrainingError:   # journaled as failed (child_failed, which results.json's
+                continue            # climb.failed reports); the answer and the rest stand
         return skipped
 
     def drop_losers(self, i: int) -> None:
