@@ -46,7 +46,7 @@ def failure_kind(reason: str) -> str:
     r = reason.lower()
     if "out of memory" in r or "can't allocate" in r or "memoryerror" in r:
         return "memory"
-    if "diverged" in r or "nan" in r.split() or "became nan" in r or "became inf" in r:
+    if "diverged" in r or "became nan" in r or "became inf" in r:
         return "divergence"
     return "other"
 

@@ -202,8 +202,7 @@ def snapshot_steps(state) -> list[int]:
     """The steps whose best becomes a snapshot-ensemble member: every decided step before the
     last decided one (whose best the final model is trained from). A climb a time budget
     stopped early has fewer than n_steps - 1; one stopped before its first step none."""
-    decided = sorted(state.decided)
-    return decided[:-1]
+    return sorted(state.decided)[:-1]
 
 
 def run_snapshot_ensemble(climber: SearchContext) -> dict:

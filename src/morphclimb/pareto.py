@@ -7,7 +7,7 @@ density of the front's sizes, trains the `n_neigh` of them sampled the same way 
 front is sparse, more likely), cut early by successive halving when configured (ranked by
 non-dominated level, then validation error), and keeps the new front. Children of approximate
 morphisms learn from their parent (distillation, worker.Teacher). front.py does the arithmetic;
-nash.rules_for assembles these rules with the stoppers and the pruner of rules.py.
+pareto_strategy.Pareto.rules assembles these rules with the stoppers and the pruner of rules.py.
 """
 
 from __future__ import annotations

@@ -91,9 +91,8 @@ class RunState:
             self.final_plan = r
 
     def dangling(self) -> str | None:
-        """The first reference in the journal to a model it never trained (a step's best,
-        kept or previous model, a trained model's parent, an ensemble's or a plan's member),
-        or None. Every reference points back to an earlier record, so a journal cut by a
+        """The first reference in the journal to a model it never trained (a step's best or
+        kept models, a trained model's parent, an ensemble's or a plan's member), or None. Every reference points back to an earlier record, so a journal cut by a
         kill has none; a damaged one may."""
         def known(m: Any) -> bool:
             return m is None or m in self.trained
@@ -102,7 +101,7 @@ class RunState:
                 if not known(m):
                     return f"step_decided of step {i} names {m!r}, which it never trained"
         for m, r in self.trained.items():
-            if not (known(r.get("parent")) or r.get("parent") in self.made):
+            if not known(r.get("parent")):
                 return f"model_trained of {m!r} names parent {r['parent']!r}, never trained"
         for r in self.ensembles:
             for m in r["members"]:
