@@ -69,11 +69,12 @@ def parser() -> argparse.ArgumentParser:
                        "(a checkpoint it needs that vanished is trained again, journaled)")
     p.add_argument("run_dir")
     p.add_argument("--retry-failed", action="store_true", help="train again the failed "
-                   "trainings of steps not yet decided (journaled; the way forward when every "
-                   "candidate of a step failed)")
+                   "trainings of steps not yet decided and of the jobs after the climb "
+                   "(journaled; the way forward when every candidate of a step failed)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="change a training setting for the trainings still to come (journaled), "
-                   "e.g. --set lr_start=0.01; keys: " + ", ".join(_resume_keys()))
+                   help="change a training setting for the trainings still to come, or which "
+                   "jobs run after the climb (journaled), e.g. --set lr_start=0.01, --set "
+                   "reference=null; keys: " + ", ".join(_resume_keys()))
     _exec_args(p)
     p = sub.add_parser("retrain", help="retrain the found architecture from scratch (Table 2)")
     p.add_argument("run_dir")
